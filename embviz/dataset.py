@@ -239,7 +239,7 @@ class Dataset:
     # -- writing -----------------------------------------------------------------------------
     def writer(self, key: str, *, fingerprint: dict[str, Any] | None = None) -> TableWriter:
         """A :class:`TableWriter` for table ``key``; with ``fingerprint`` it resumes a staged write."""
-        return TableWriter(self.root, key, fingerprint=fingerprint)
+        return TableWriter(self.root, key, fingerprint=fingerprint, dataset=self)
 
 
 def _iso(ts: float) -> str:
@@ -260,7 +260,14 @@ class TableWriter:
     workers, which call :meth:`write_part`.
     """
 
-    def __init__(self, root: str | Path, key: str, *, fingerprint: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        key: str,
+        *,
+        fingerprint: dict[str, Any] | None = None,
+        dataset: Dataset | None = None,
+    ):
         if table_kind(key) not in TABLE_KINDS or (
             ("/" in key) != (table_kind(key) in ("embeddings", "projections"))
         ):
@@ -269,6 +276,7 @@ class TableWriter:
             )
         self.root = Path(root)
         self.key = key
+        self._dataset = dataset  # kept current on commit
         kind, _, name = key.partition("/")
         self._parent = self.root / kind if name else self.root
         self._name = name or kind
@@ -359,7 +367,7 @@ class TableWriter:
                 old.append(prev["dir"])
             m["tables"][self.key] = entry
 
-        Dataset(self.root, {}).update_manifest(change)
+        (self._dataset or Dataset(self.root, {})).update_manifest(change)
         for rel in old:
             if rel != entry["dir"]:
                 shutil.rmtree(self.root / rel, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""The Panel app: components that show a dataset (imports panel and holoviews; load lazily)."""

@@ -1,0 +1,164 @@
+"""The one YAML loader: recipes and settings become dataclasses; unknown keys fail by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+__all__ = [
+    "EmbedConfig",
+    "Recipe",
+    "ReduceConfig",
+    "SourceConfig",
+    "from_mapping",
+    "load_recipe",
+    "load_yaml",
+]
+
+T = TypeVar("T")
+
+
+@dataclass
+class SourceConfig:
+    """Where the images or vectors come from; keys are the options of ``embviz ingest``."""
+
+    path: str
+    kind: str = "auto"  #: auto, folder, manifest, vectors, or mnist (the demo's digits)
+    limit: int | None = None
+    partition_rows: int = 10_000
+    thumb_size: int = 96
+    max_pixels: int = 100_000_000
+    threads: int = 2
+    metadata: str | None = None
+    vector_column: str = "vector"
+    coord_columns: list[str] | None = None
+    embedding_name: str = "user"
+
+
+@dataclass
+class EmbedConfig:
+    """One model pass; keys are the options of ``embviz embed``."""
+
+    model: str = "efficientnet_lite0"
+    layers: list[str] | None = None
+    reshape: str = "mean"
+    batch_size: int = 32
+    image_size: int | None = None
+    device: str = "auto"
+    threads: int = 2
+    name: str | None = None
+
+
+@dataclass
+class ReduceConfig:
+    """One projection; keys are the options of ``embviz reduce``."""
+
+    method: str = "umap"
+    dims: int = 2
+    embedding: str | None = None
+    pca: float | None = None
+    sample: int = 100_000
+    seed: int = 0
+    fit_split: str | None = None
+    fit_embedding: str | None = None
+    fit_dataset: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    partition_rows: int = 1_000_000
+
+
+@dataclass
+class Recipe:
+    """A pipeline recipe for ``embviz build``: ingest, then each embed, then each reduce."""
+
+    dataset: str
+    source: SourceConfig
+    name: str | None = None
+    scheduler: str | None = None
+    embed: list[EmbedConfig] = field(default_factory=list)
+    reduce: list[ReduceConfig] = field(default_factory=list)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; syntax errors name the file and line."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Load and validate a recipe file; a bad key raises :class:`ConfigError` naming it."""
+    return from_mapping(Recipe, load_yaml(path), where=str(path))
+
+
+def from_mapping(cls: type[T], data: Any, *, where: str) -> T:
+    """Build dataclass ``cls`` from a mapping, checking keys and types recursively.
+
+    ``where`` prefixes every message (a file name, then the dotted key path inside it).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}: expected a mapping for {cls.__name__}, found {type(data).__name__}"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r} in {cls.__name__}; valid keys: {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], f"{where}: {name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing required key {name!r} in {cls.__name__}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {args}"
+        )
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, where=where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, found {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, found {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, found {value!r}")
+    return value

@@ -1,0 +1,267 @@
+"""Decode image files safely into RGB, hash them, make WebP thumbnails and look thumbnails up by id."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import EmbvizError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image as PILImage
+
+    from .dataset import Dataset
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageError",
+    "content_hash",
+    "image_info",
+    "is_image_path",
+    "make_thumbnail",
+    "open_image",
+    "thumbnail_bytes",
+]
+
+#: File name extensions treated as images when scanning folders (compare lower-cased).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+#: Decoders Pillow may use. Restricting them keeps e.g. EPS (which shells out to Ghostscript)
+#: and other exotic plugins away from user files.
+_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "TIFF", "GIF")
+
+_BOMB_RE = re.compile(r"\((\d+) pixels\)")
+
+
+class ImageError(EmbvizError):
+    """An image file cannot be decoded; ``reason`` is a short category for reports.
+
+    ``str(err)`` names the file, the reason and, where known, the decoder's own message.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, reason: str, detail: str | None = None):
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        self.detail = detail
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{reason}" + (f" ({detail})" if detail else ""))
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def content_hash(data: bytes) -> str:
+    """blake2b (16-byte digest) hex of ``data``: equal for byte-identical files."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _bomb(path: Any, pixels: int, max_pixels: int) -> ImageError:
+    return ImageError(path, f"decompression bomb: {pixels} pixels > max_pixels {max_pixels}")
+
+
+def _to_rgb(im: PILImage.Image, path: Any) -> PILImage.Image:
+    """Convert any supported mode to RGB: alpha over white, 16-bit and float scaled to 8 bits."""
+    import numpy as np
+    from PIL import Image
+
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode in ("L", "P", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return im.convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(im)
+        if mode.startswith("I;16"):
+            # Full 16-bit range onto 8 bits (65535 -> 255); clipping would saturate everything.
+            out = arr.astype(np.float32) / 257.0
+        else:
+            arr = arr.astype(np.float64)
+            finite = arr[np.isfinite(arr)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+            if mode == "F" and lo >= 0.0 and hi <= 1.0:
+                out = arr * 255.0
+            elif lo >= 0.0 and hi <= 255.0:
+                out = arr
+            elif mode == "I" and lo >= 0.0 and hi <= 65535.0:
+                out = arr / 257.0
+            else:
+                out = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+            out = np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0)
+        gray = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    raise ImageError(path, "unsupported mode", mode)
+
+
+def _decode(
+    source: Any, path: Any, max_pixels: int, reduce_to: int | None
+) -> tuple[PILImage.Image, int, int]:
+    """Open, bomb-check, decode, orient and convert; return ``(rgb, full_width, full_height)``."""
+    from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(source, formats=_FORMATS) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise _bomb(path, width * height, max_pixels)
+            try:
+                orientation = int(im.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+            except Exception:  # a broken EXIF block must not cost the image
+                orientation = 1
+            if reduce_to and im.format in ("JPEG", "MPO"):
+                # JPEG can decode at 1/2..1/8 scale straight from the DCT: much faster, and the
+                # result is still at least ``reduce_to`` on its shorter requested side.
+                im.draft("RGB", (reduce_to, reduce_to))
+            im.load()
+            try:
+                oriented = ImageOps.exif_transpose(im)
+            except Exception:
+                oriented = im
+            rgb = _to_rgb(oriented, path)
+            rgb.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own check ran inside Image.open (the warning arrives as an exception when
+        # warnings are errors, as under pytest).
+        match = _BOMB_RE.search(str(exc))
+        pixels = int(match.group(1)) if match else -1
+        if pixels > max_pixels:
+            raise _bomb(path, pixels, max_pixels) from exc
+        raise ImageError(path, f"decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(path, "not an image", "no decoder recognises this file") from exc
+    except MemoryError as exc:
+        raise ImageError(path, "out of memory") from exc
+    except Exception as exc:  # OSError, SyntaxError, ValueError, struct.error, EOFError, ...
+        raise ImageError(path, "truncated or corrupt", f"{type(exc).__name__}: {exc}") from exc
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return rgb, width, height
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageError(path, "file not found") from exc
+    except IsADirectoryError as exc:
+        raise ImageError(path, "is a directory") from exc
+    except OSError as exc:
+        raise ImageError(path, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+    if not data:
+        raise ImageError(path, "zero-byte file")
+    return data
+
+
+def open_image(
+    path: str | os.PathLike, *, max_pixels: int = 100_000_000, reduce_to: int | None = None
+) -> PILImage.Image:
+    """Decode an image file into a fully loaded RGB :class:`PIL.Image.Image`.
+
+    Handles JPEG, PNG, WebP, BMP, TIFF (and GIF): grayscale, 16-bit and float images are scaled
+    to 8 bits, palettes expanded, transparency composited onto white, CMYK converted, and the
+    EXIF orientation applied.
+
+    Parameters
+    ----------
+    path:
+        The image file.
+    max_pixels:
+        Refuse images whose header claims more than this many pixels (width x height), before
+        any pixel is decoded. Pillow's own decompression-bomb limit also applies and is reported
+        the same way.
+    reduce_to:
+        Optional hint that the caller only needs about this many pixels on the longest side:
+        JPEGs are then decoded at a reduced scale (1/2 to 1/8), never smaller than asked.
+
+    Returns
+    -------
+    The RGB image, oriented for display.
+
+    Raises
+    ------
+    ImageError
+        With ``reason`` one of ``"file not found"``, ``"unreadable"``, ``"zero-byte file"``,
+        ``"not an image"``, ``"truncated or corrupt"``, ``"decompression bomb: ..."``,
+        ``"unsupported mode"``, ``"out of memory"``.
+    """
+    return image_info(path, max_pixels=max_pixels, reduce_to=reduce_to)[0]
+
+
+def image_info(
+    path: str | os.PathLike, *, max_pixels: int = 100_000_000, reduce_to: int | None = None
+) -> tuple[PILImage.Image, int, int, str]:
+    """Read a file once and return ``(rgb_image, width, height, content_hash)``.
+
+    ``width`` and ``height`` are the full-resolution size after EXIF orientation (even when
+    ``reduce_to`` made the returned image smaller); ``content_hash`` is :func:`content_hash` of
+    the file's bytes. Parameters and errors are those of :func:`open_image`.
+    """
+    data = _read_bytes(path)
+    image, width, height = _decode(io.BytesIO(data), path, max_pixels, reduce_to)
+    return image, width, height, content_hash(data)
+
+
+def make_thumbnail(img: PILImage.Image, size: int = 96, *, quality: int = 80) -> bytes:
+    """Encode ``img`` as a WebP thumbnail whose longest side is ``size`` pixels (aspect kept).
+
+    Parameters
+    ----------
+    img:
+        An RGB image (e.g. from :func:`open_image`).
+    size:
+        Longest side of the thumbnail in pixels; smaller images are scaled up to it.
+    quality:
+        WebP quality, 0-100.
+
+    Returns
+    -------
+    The WebP file's bytes.
+    """
+    from PIL import Image
+
+    if size < 1:
+        raise ValueError(f"thumbnail size must be >= 1, got {size}")
+    w, h = img.size
+    scale = size / max(w, h)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if new != (w, h):
+        img = img.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0 if scale < 1 else None)
+    buf = io.BytesIO()
+    img.save(buf, format="WEBP", quality=quality, method=4)
+    return buf.getvalue()
+
+
+def thumbnail_bytes(ds: Dataset, thumb_id: int) -> bytes | None:
+    """The WebP bytes of thumbnail ``thumb_id`` in dataset ``ds``, or None when there is none.
+
+    Finds the one partition whose recorded ``id_range`` holds the id (from the manifest, no
+    scan) and reads just that row with a Parquet filter. Never touches the original image file.
+    """
+    import pyarrow.parquet as pq
+
+    if thumb_id is None or int(thumb_id) < 0 or not ds.has("thumbnails"):
+        return None
+    thumb_id = int(thumb_id)
+    entry = ds.table("thumbnails")
+    for part in entry["partitions"]:
+        lo, hi = part.get("id_range") or (None, None)
+        if lo is None or not lo <= thumb_id <= hi:
+            continue
+        path = ds.root / entry["dir"] / part["file"]
+        table = pq.read_table(path, columns=["image"], filters=[("thumb_id", "==", thumb_id)])
+        if table.num_rows:
+            return table.column("image")[0].as_py()
+    return None

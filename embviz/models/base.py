@@ -1,0 +1,251 @@
+"""The shared Embedder: a loaded model with its preprocessing, layer hooks and batched forward."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+__all__ = ["POOLED", "Embedder", "first_tensor", "resolve_device", "sha256_file"]
+
+#: Name of the pooled pre-logits features every embedder offers as its default layer.
+POOLED = "pooled"
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"`` (or None) -> ``"cuda"`` when a GPU is available, else ``"cpu"``."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def sha256_file(*paths: str | Path) -> str:
+    """Hex sha256 over the bytes of ``paths`` in order."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def first_tensor(output: Any):
+    """The tensor a module produced: itself, ``last_hidden_state``, or the first tensor inside.
+
+    Hugging Face modules return ``ModelOutput`` objects or tuples; timm and torchvision return
+    tensors. Returns None when the output holds no tensor.
+    """
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    hidden = getattr(output, "last_hidden_state", None)
+    if isinstance(hidden, torch.Tensor):
+        return hidden
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, list | tuple):
+        for item in output:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+class _Enough(Exception):
+    """Raised from a hook once every requested layer is captured, to skip the rest of forward."""
+
+
+class Embedder:
+    """A model ready to turn preprocessed image batches into per-layer feature vectors.
+
+    Family loaders (``embviz.models.<family>``) build it; use :func:`embviz.models.get_embedder`.
+
+    Parameters
+    ----------
+    name:
+        The model name as the user gave it (``efficientnet_lite0``, ``timm:resnet18`` ...).
+    model:
+        The ``torch.nn.Module``; moved to ``device`` and put in eval mode.
+    transform:
+        ``PIL RGB image -> float tensor (3, H, W)``.
+    device:
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+    pooled_module:
+        Name of the final classifier module; its *input* is the ``pooled`` layer. Use this or
+        ``pooled_from_output``.
+    pooled_from_output:
+        ``forward output -> (n, d) tensor`` giving the ``pooled`` layer.
+    forward:
+        ``(model, batch) -> output``; default ``model(batch)``.
+    weights_files:
+        Files holding the weights, hashed for :attr:`weights_sha256`; when empty the state
+        dict's bytes are hashed instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: Any,
+        transform: Callable[[Any], Any],
+        device: str = "auto",
+        pooled_module: str | None = None,
+        pooled_from_output: Callable[[Any], Any] | None = None,
+        forward: Callable[[Any, Any], Any] | None = None,
+        weights_files: Sequence[str | Path] = (),
+        image_size: int | None = None,
+    ):
+        if (pooled_module is None) == (pooled_from_output is None):
+            raise ValueError("give exactly one of pooled_module and pooled_from_output")
+        self.name = name
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.transform = transform
+        self.image_size = image_size
+        self.default_layer = POOLED
+        self._pooled_module = pooled_module
+        self._pooled_from_output = pooled_from_output
+        self._forward = forward or (lambda m, x: m(x))
+        self._weights_files = [Path(p) for p in weights_files]
+        self._sha: str | None = None
+        self._layers: list[tuple[str, tuple[int, ...]]] | None = None
+        self._modules = dict(model.named_modules())
+        if pooled_module is not None and pooled_module not in self._modules:
+            raise ModelError(f"{name}: model has no module {pooled_module!r} to pool from")
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.name!r}, device={self.device!r})"
+
+    @property
+    def weights_sha256(self) -> str:
+        """sha256 of the weight file(s), or of the state dict's tensor bytes when there is none."""
+        if self._sha is None:
+            if self._weights_files:
+                self._sha = sha256_file(*self._weights_files)
+            else:
+                import torch
+
+                h = hashlib.sha256()
+                for key, tensor in self.model.state_dict().items():
+                    h.update(key.encode())
+                    flat = tensor.detach().cpu().contiguous().view(-1)
+                    h.update(flat.view(torch.uint8).numpy().tobytes())
+                self._sha = h.hexdigest()
+        return self._sha
+
+    def preprocess(self, image) -> Any:
+        """``PIL RGB image -> float32 tensor (3, H, W)`` ready for :meth:`embed_batch`."""
+        return self.transform(image)
+
+    def dummy_batch(self, n: int = 1):
+        """A batch of ``n`` preprocessed blank images (for shapes and warm-up)."""
+        import torch
+        from PIL import Image
+
+        side = self.image_size or 224
+        x = self.preprocess(Image.new("RGB", (side, side), (127, 127, 127)))
+        return torch.stack([x] * n)
+
+    def layers(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Every layer whose output is a tensor, as ``(name, shape without batch)``, ``pooled`` first.
+
+        Found with one forward pass of a blank image through hooks on all named modules.
+        """
+        if self._layers is None:
+            names = [n for n in self._modules if n]
+            out = self._run(self.dummy_batch(1), [POOLED, *names], strict=False)
+            self._layers = [(n, tuple(out[n].shape[1:])) for n in [POOLED, *names] if n in out]
+        return list(self._layers)
+
+    def check_layers(self, layers: Sequence[str]) -> None:
+        """Raise :class:`ModelError` naming ``model`` and the first layer it does not have."""
+        for layer in layers:
+            if layer == "" or (layer != POOLED and layer not in self._modules):
+                some = [POOLED, *[n for n in self._modules if n][:40]]
+                raise ModelError(
+                    f"model {self.name!r} has no layer {layer!r}; some of its layers: {some} "
+                    f"(run 'embviz layers {self.name}' for all of them with their shapes)"
+                )
+
+    def embed_batch(self, batch, layers: Sequence[str] = (POOLED,), reshape: Any = "mean"):
+        """Run one forward pass over ``batch`` and return ``{layer: float32 ndarray (n, d)}``.
+
+        Parameters
+        ----------
+        batch:
+            Tensor ``(n, 3, H, W)`` of preprocessed images (see :meth:`preprocess`).
+        layers:
+            Layer names from :meth:`layers`; all are captured in the same pass.
+        reshape:
+            How to turn a layer's ``(n, ...)`` output into ``(n, d)``: a name from
+            :func:`embviz.reshape.reshape_names` or a callable (see :mod:`embviz.reshape`).
+        """
+        from ..reshape import apply_reshape
+
+        layers = list(dict.fromkeys(layers))
+        self.check_layers(layers)
+        raw = self._run(batch, layers, strict=True)
+        result = {}
+        for layer in layers:
+            try:
+                vec = apply_reshape(raw[layer], reshape)
+            except ModelError as exc:
+                raise ModelError(f"model {self.name!r}, layer {layer!r}: {exc}") from None
+            result[layer] = vec.detach().float().cpu().numpy()
+        return result
+
+    def _run(self, batch, layers: Sequence[str], *, strict: bool) -> dict[str, Any]:
+        import torch
+
+        captured: dict[str, Any] = {}
+        wanted = set(layers)
+        handles = []
+
+        def done() -> bool:
+            return strict and POOLED not in wanted and wanted <= captured.keys()
+
+        def hook_for(name: str):
+            def hook(_module, _inputs, output):
+                tensor = first_tensor(output)
+                if tensor is not None:
+                    captured[name] = tensor
+                    if done():
+                        raise _Enough
+
+            return hook
+
+        def pooled_hook(_module, inputs):
+            captured[POOLED] = first_tensor(inputs)
+
+        try:
+            for name in wanted - {POOLED}:
+                handles.append(self._modules[name].register_forward_hook(hook_for(name)))
+            if POOLED in wanted and self._pooled_module is not None:
+                module = self._modules[self._pooled_module]
+                handles.append(module.register_forward_pre_hook(pooled_hook))
+            with torch.inference_mode():
+                try:
+                    output = self._forward(self.model, batch.to(self.device))
+                except _Enough:
+                    output = None
+                if POOLED in wanted and self._pooled_from_output is not None:
+                    captured[POOLED] = self._pooled_from_output(output)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if strict:
+            missing = [n for n in layers if n not in captured]
+            if missing:
+                raise ModelError(
+                    f"model {self.name!r}: layer {missing[0]!r} produced no tensor output in a "
+                    "forward pass; pick another layer from 'embviz layers'"
+                )
+        if POOLED in captured and captured[POOLED].ndim > 2:
+            captured[POOLED] = captured[POOLED].flatten(1)
+        return captured

@@ -1,0 +1,63 @@
+"""Run a recipe end to end: ingest, each embedding pass, each projection."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embviz.config import Recipe, load_recipe
+
+__all__ = ["BuildResult", "build"]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced: the dataset path, the step results in order, and the time taken."""
+
+    dataset: Path
+    steps: list[Any]
+    seconds: float
+
+
+def build(
+    recipe: Recipe | str | Path,
+    *,
+    dataset: str | Path | None = None,
+    scheduler: str | Any | None = None,
+    progress: bool = True,
+) -> BuildResult:
+    """Run ``recipe`` (a :class:`Recipe` or the path of its YAML file).
+
+    ``dataset`` overrides the recipe's output directory and ``scheduler`` its Dask scheduler.
+    Every step is resumable: re-running a build after a crash redoes only what was unfinished
+    (embedding partitions already written are kept).
+    """
+    from .embed import embed
+    from .ingest import ingest
+    from .reduce import reduce
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    t0 = time.time()
+    out = Path(dataset or recipe.dataset)
+    scheduler = scheduler if scheduler is not None else recipe.scheduler
+    source = dataclasses.asdict(recipe.source)
+    if source["kind"] == "mnist":
+        from .demo import write_mnist_folder
+
+        source["path"] = str(write_mnist_folder(source["path"], limit=source["limit"] or 5000))
+        source.update(kind="folder", limit=None)
+    source_path = source.pop("path")
+    steps: list[Any] = [
+        ingest(out, source=source_path, name=recipe.name, progress=progress, **source)
+    ]
+    for opts in recipe.embed:
+        steps.append(embed(out, scheduler=scheduler, progress=progress, **dataclasses.asdict(opts)))
+    for opts in recipe.reduce:
+        steps.append(
+            reduce(out, scheduler=scheduler, progress=progress, **dataclasses.asdict(opts))
+        )
+    return BuildResult(dataset=out, steps=steps, seconds=time.time() - t0)

@@ -1,0 +1,263 @@
+"""The ``embviz`` command line: a thin argparse layer over the pipeline steps and the app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from embviz.errors import EmbvizError
+
+__all__ = ["main"]
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` with a YAML value (``n_neighbors=30``, ``metric=cosine``)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() and value >= 1 else value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="embviz", description="Explore embeddings of image datasets.")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "ingest", help="create a dataset from an image folder, a manifest or vectors"
+    )
+    s.add_argument("source", help="image folder, CSV/Parquet manifest, or .npy/Parquet vectors")
+    s.add_argument("--out", required=True, help="dataset directory to create or update")
+    s.add_argument("--kind", default="auto", choices=["auto", "folder", "manifest", "vectors"])
+    s.add_argument("--name", help="dataset name (default: the directory name)")
+    s.add_argument("--partition-rows", type=int, default=10_000)
+    s.add_argument("--thumb-size", type=int, default=96)
+    s.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse larger images")
+    s.add_argument("--threads", type=int, default=2, help="decode threads")
+    s.add_argument("--limit", type=int, help="ingest at most this many files")
+    s.add_argument("--metadata", help="CSV/Parquet with one row per vector (for .npy input)")
+    s.add_argument("--vector-column", default="vector")
+    s.add_argument(
+        "--coords", help="comma-separated coordinate columns of the vectors file, e.g. x,y"
+    )
+    s.add_argument("--embedding-name", default="user")
+
+    s = sub.add_parser("embed", help="embed every image with a model (resumable)")
+    s.add_argument("dataset")
+    s.add_argument(
+        "--model",
+        default="efficientnet_lite0",
+        help="efficientnet_lite0 (offline default), timm:NAME, hf:ID_OR_FOLDER, tv:NAME",
+    )
+    s.add_argument(
+        "--layer", dest="layers", action="append", help="layer name (repeatable; default pooled)"
+    )
+    s.add_argument("--reshape", default="mean", help="mean, flatten, avg_pool_NxN or cls")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--image-size", type=int, help="resize input to this many pixels")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    s.add_argument("--threads", type=int, default=2, help="decode threads")
+    s.add_argument("--name", help="embedding name prefix (default: the model's slug)")
+    s.add_argument("--scheduler", help="Dask scheduler address to run on a cluster")
+
+    s = sub.add_parser("layers", help="list a model's layers and their output shapes")
+    s.add_argument("model")
+    s.add_argument("--image-size", type=int)
+
+    s = sub.add_parser("reduce", help="project an embedding to 2D or 3D")
+    s.add_argument("dataset")
+    s.add_argument("--embedding", help="embedding name (default: the first)")
+    s.add_argument("--method", default="umap", help="pca, umap, tsne, pacmap")
+    s.add_argument("--dims", type=int, default=2, choices=[2, 3])
+    s.add_argument(
+        "--pca", type=_number, help="PCA first: components (int) or variance fraction (0-1)"
+    )
+    s.add_argument("--sample", type=int, default=100_000, help="fit on at most this many rows")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--fit-split", help="fit on this split only (e.g. train), project every row")
+    s.add_argument("--fit-embedding", help="fit on this embedding table, project --embedding")
+    s.add_argument("--fit-dataset", help="fit on a table of another dataset")
+    s.add_argument("--param", action="append", type=_kv, default=[], help="method option key=value")
+    s.add_argument("--name", help="projection name")
+    s.add_argument("--partition-rows", type=int, default=1_000_000)
+    s.add_argument("--scheduler", help="Dask scheduler address")
+
+    s = sub.add_parser("build", help="run a YAML recipe end to end")
+    s.add_argument("config")
+    s.add_argument("--dataset", help="override the recipe's dataset directory")
+    s.add_argument("--scheduler", help="Dask scheduler address")
+
+    s = sub.add_parser("demo", help="build the MNIST demo dataset (and optionally serve it)")
+    s.add_argument("--out", help="dataset directory (default: the recipe's, data/demo)")
+    s.add_argument("--serve", action="store_true", help="serve the explorer when built")
+    s.add_argument("--port", type=int, default=5006)
+
+    s = sub.add_parser("synth", help="write a synthetic dataset of N points for scale work")
+    s.add_argument("--points", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--partition-rows", type=int, default=1_000_000)
+    s.add_argument("--scheduler", help="Dask scheduler address")
+
+    s = sub.add_parser("info", help="validate a dataset and print its tables")
+    s.add_argument("dataset")
+
+    s = sub.add_parser("serve", help="serve the explorer app for a dataset")
+    s.add_argument("dataset")
+    s.add_argument("--port", type=int, default=5006)
+    s.add_argument("--address", default="localhost")
+    s.add_argument("--show", action="store_true", help="open a browser tab")
+    return p
+
+
+def _summary(result: Any) -> str:
+    import dataclasses
+
+    if dataclasses.is_dataclass(result):
+        result = dataclasses.asdict(result)
+    return json.dumps(result, indent=2, default=str)
+
+
+def _run(args: argparse.Namespace) -> int:
+    progress = not args.quiet
+    cmd = args.command
+    if cmd == "ingest":
+        from .ingest import ingest
+
+        coords = args.coords.split(",") if args.coords else None
+        r = ingest(
+            args.out,
+            source=args.source,
+            kind=args.kind,
+            name=args.name,
+            partition_rows=args.partition_rows,
+            thumb_size=args.thumb_size,
+            max_pixels=args.max_pixels,
+            threads=args.threads,
+            limit=args.limit,
+            metadata=args.metadata,
+            vector_column=args.vector_column,
+            coord_columns=coords,
+            embedding_name=args.embedding_name,
+            progress=progress,
+        )
+    elif cmd == "embed":
+        from .embed import embed
+
+        r = embed(
+            args.dataset,
+            model=args.model,
+            layers=args.layers,
+            reshape=args.reshape,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            device=args.device,
+            threads=args.threads,
+            name=args.name,
+            scheduler=args.scheduler,
+            progress=progress,
+        )
+    elif cmd == "layers":
+        from .embed import list_layers
+
+        for name, shape in list_layers(args.model, image_size=args.image_size):
+            print(f"{name}\t{tuple(shape)}")
+        return 0
+    elif cmd == "reduce":
+        from .reduce import reduce
+
+        r = reduce(
+            args.dataset,
+            embedding=args.embedding,
+            method=args.method,
+            dims=args.dims,
+            pca=args.pca,
+            sample=args.sample,
+            seed=args.seed,
+            fit_split=args.fit_split,
+            fit_embedding=args.fit_embedding,
+            fit_dataset=args.fit_dataset,
+            params=dict(args.param),
+            name=args.name,
+            partition_rows=args.partition_rows,
+            scheduler=args.scheduler,
+            progress=progress,
+        )
+    elif cmd == "build":
+        from .build import build
+
+        r = build(args.config, dataset=args.dataset, scheduler=args.scheduler, progress=progress)
+    elif cmd == "demo":
+        from .build import build
+        from .demo import DEMO_RECIPE
+
+        r = build(DEMO_RECIPE, dataset=args.out, progress=progress)
+        print(f"demo dataset ready: {r.dataset} ({r.seconds:.0f} s)")
+        if args.serve:
+            from embviz.app.server import serve
+
+            serve(r.dataset, port=args.port)
+        return 0
+    elif cmd == "synth":
+        from .synth import synth
+
+        r = synth(
+            args.out,
+            points=args.points,
+            seed=args.seed,
+            partition_rows=args.partition_rows,
+            scheduler=args.scheduler,
+            progress=progress,
+        )
+    elif cmd == "info":
+        from embviz.dataset import open_dataset
+
+        ds = open_dataset(args.dataset)
+        r = {
+            "name": ds.name,
+            "root": str(ds.root),
+            "tables": {
+                k: {"rows": v["rows"], "partitions": len(v["partitions"]), "meta": v["meta"]}
+                for k, v in ds.tables.items()
+            },
+            "steps": [s["step"] for s in ds.manifest["steps"]],
+        }
+    elif cmd == "serve":
+        from embviz.app.server import serve
+
+        serve(Path(args.dataset), port=args.port, address=args.address, show=args.show)
+        return 0
+    else:  # pragma: no cover - argparse rejects unknown commands
+        raise AssertionError(cmd)
+    print(_summary(r))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``embviz`` console script; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except EmbvizError as exc:
+        print(f"embviz {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"embviz {args.command}: interrupted; re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
