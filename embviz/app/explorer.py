@@ -48,18 +48,13 @@ class Explorer(pn.viewable.Viewer):
     def _plot(self):
         frame = self._frame()
         cats = list(frame[self.color_by].cat.categories)
-        key = dict(zip(cats, colorcet.glasbey_category10[: len(cats)] or ["#1f77b4"], strict=False))
+        key = dict(zip(cats, colorcet.b_glasbey_category10[: len(cats)] or ["#1f77b4"], strict=False))
         points = hv.Points(frame, kdims=["x", "y"], vdims=[self.color_by])
         shaded = dynspread(
             datashade(points, aggregator=dsh.count_cat(self.color_by), color_key=key), threshold=0.6
         )
-        legend = hv.NdOverlay(
-            {c: hv.Points([], label=str(c)).opts(color=key[c], size=8) for c in cats}
-        )
-        return (shaded * legend).opts(
-            hv.opts.RGB(responsive=True, min_height=600, tools=["hover"]),
-            hv.opts.NdOverlay(legend_position="right"),
-        )
+        # HoloViews builds the categorical legend of a datashaded image itself.
+        return shaded.opts(responsive=True, min_height=600, legend_position="right")
 
     def __panel__(self):
         rows = self._ds.table("samples")["rows"]

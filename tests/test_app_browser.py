@@ -1,0 +1,58 @@
+"""The served explorer page in a real browser: it shows a rendered image of the points."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from embviz.dataset import Dataset
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    """Three well-separated labelled blobs with a 2D projection."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    label = rng.integers(0, 3, n)
+    ds = Dataset.create(tmp_path / "blobs", name="blobs")
+    w = ds.writer("samples")
+    w.write_part(
+        0,
+        pa.table(
+            {"id": np.arange(n), "label": [f"class {i}" for i in label], "split": ["train"] * n}
+        ),
+    )
+    w.commit()
+    xy = rng.normal(size=(n, 2)) * 0.4 + np.array([[0, 0], [5, 0], [0, 5]])[label]
+    w = ds.writer("projections/blobs.umap2d")
+    w.write_part(
+        0, pa.table({"id": np.arange(n), "x": xy[:, 0].astype("f4"), "y": xy[:, 1].astype("f4")})
+    )
+    w.commit(meta={"dims": 2})
+    return ds.root
+
+
+def test_page_shows_rendered_points(browser, serve_app, small_dataset, artifacts):
+    from PIL import Image
+
+    url = serve_app(small_dataset)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_selector("text=class 2", timeout=60_000)
+    page.wait_for_timeout(1500)
+    png = page.screenshot(path=str(artifacts / "app_overview.png"))
+    page.close()
+    assert not errors, errors
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+    # The three categories are drawn in distinct saturated colours by the server-side raster.
+    saturated = pixels[(pixels.max(1) - pixels.min(1)) > 80]
+    hues = {tuple(p // 32) for p in saturated}
+    assert len(saturated) > 2000, "too few coloured pixels: the raster did not render"
+    assert len(hues) >= 3
