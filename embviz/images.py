@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "make_thumbnail",
     "open_image",
     "thumbnail_bytes",
+    "thumbnail_size",
 ]
 
 #: File name extensions treated as images when scanning folders (compare lower-cased).
@@ -103,16 +105,21 @@ def _to_rgb(im: PILImage.Image, path: Any) -> PILImage.Image:
 
 
 def _decode(
-    source: Any, path: Any, max_pixels: int, reduce_to: int | None
+    data: bytes, path: Any, max_pixels: int, reduce_to: int | None
 ) -> tuple[PILImage.Image, int, int]:
     """Open, bomb-check, decode, orient and convert; return ``(rgb, full_width, full_height)``."""
     from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(source, formats=_FORMATS) as im:
+        with Image.open(io.BytesIO(data), formats=_FORMATS) as im:
             width, height = im.size
             if width * height > max_pixels:
                 raise _bomb(path, width * height, max_pixels)
+            if im.format == "PNG":
+                # Pillow does not check chunk CRCs while decoding, so a damaged PNG can decode
+                # to garbage; verify() checks them without decompressing (cheap).
+                with Image.open(io.BytesIO(data), formats=("PNG",)) as check:
+                    check.verify()
             try:
                 orientation = int(im.getexif().get(ExifTags.Base.Orientation, 1) or 1)
             except Exception:  # a broken EXIF block must not cost the image
@@ -151,13 +158,18 @@ def _decode(
 
 def _read_bytes(path: str | os.PathLike) -> bytes:
     try:
+        # A FIFO or device named like an image would block read() forever.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageError(path, "not a regular file")
         data = Path(path).read_bytes()
     except FileNotFoundError as exc:
         raise ImageError(path, "file not found") from exc
     except IsADirectoryError as exc:
         raise ImageError(path, "is a directory") from exc
     except OSError as exc:
-        raise ImageError(path, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+        raise ImageError(
+            path, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}"
+        ) from exc
     if not data:
         raise ImageError(path, "zero-byte file")
     return data
@@ -208,7 +220,7 @@ def image_info(
     the file's bytes. Parameters and errors are those of :func:`open_image`.
     """
     data = _read_bytes(path)
-    image, width, height = _decode(io.BytesIO(data), path, max_pixels, reduce_to)
+    image, width, height = _decode(data, path, max_pixels, reduce_to)
     return image, width, height, content_hash(data)
 
 
@@ -230,11 +242,9 @@ def make_thumbnail(img: PILImage.Image, size: int = 96, *, quality: int = 80) ->
     """
     from PIL import Image
 
-    if size < 1:
-        raise ValueError(f"thumbnail size must be >= 1, got {size}")
     w, h = img.size
-    scale = size / max(w, h)
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    new = thumbnail_size((w, h), size)
+    scale = new[0] / w
     if img.mode != "RGB":
         img = img.convert("RGB")
     if new != (w, h):
@@ -242,6 +252,15 @@ def make_thumbnail(img: PILImage.Image, size: int = 96, *, quality: int = 80) ->
     buf = io.BytesIO()
     img.save(buf, format="WEBP", quality=quality, method=4)
     return buf.getvalue()
+
+
+def thumbnail_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """``(width, height)`` of an image of ``size`` scaled so its longest side is ``longest``."""
+    if longest < 1:
+        raise ValueError(f"thumbnail size must be >= 1, got {longest}")
+    w, h = size
+    scale = longest / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def thumbnail_bytes(ds: Dataset, thumb_id: int) -> bytes | None:
