@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
 
-__all__ = ["POOLED", "Embedder", "first_tensor", "resolve_device", "sha256_file"]
+__all__ = [
+    "POOLED",
+    "Embedder",
+    "first_tensor",
+    "resolve_device",
+    "seeded",
+    "sha256_file",
+]
 
 #: Name of the pooled pre-logits features every embedder offers as its default layer.
 POOLED = "pooled"
@@ -22,6 +30,20 @@ def resolve_device(device: str | None) -> str:
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return str(device)
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 0) -> Iterator[None]:
+    """Make random weight initialisation inside the block repeatable, without touching the caller's RNG.
+
+    Random-weight models (benchmarks, tests) then hash the same in every process, so resumed and
+    distributed runs agree with each other.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def sha256_file(*paths: str | Path) -> str:

@@ -1,0 +1,416 @@
+"""The resumable ``embed`` step: run a model over the samples table, one embeddings table per layer."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embviz.dataset import Dataset, TableWriter, open_dataset, slugify, vectors_to_table
+from embviz.errors import DatasetError, ModelError
+from embviz.models import DEFAULT_MODEL, get_embedder, model_slug
+from embviz.reshape import reshape_label, resolve_reshape
+
+from .runner import run_tasks
+
+__all__ = ["EmbedResult", "embed", "list_layers"]
+
+#: Embedders loaded in this process, keyed by (model, image_size, device): Dask workers load a
+#: model once and reuse it for every partition they are given.
+_EMBEDDERS: dict[tuple[str, int | None, str], Any] = {}
+
+#: Batches decoded ahead of the one the model is running.
+_PREFETCH_BATCHES = 2
+
+_torch_threads_set = False
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """What :func:`embed` did.
+
+    Attributes
+    ----------
+    tables:
+        Keys of the embeddings tables written (``embeddings/<name>.<layer>``), one per layer.
+    rows:
+        Rows in each table (samples whose image decoded).
+    seconds:
+        Wall time of the whole step.
+    images_per_second:
+        Images embedded in this run per second of wall time (0 when everything was resumed).
+    partitions_done:
+        Partitions embedded in this run.
+    partitions_skipped:
+        Partitions already staged by an earlier, interrupted run with the same parameters.
+    failed:
+        Samples left out because their image did not decode: ``{"id", "uri", "error"}``.
+    """
+
+    tables: list[str]
+    rows: int
+    seconds: float
+    images_per_second: float
+    partitions_done: int
+    partitions_skipped: int
+    failed: list[dict[str, Any]]
+
+
+def _embedder(model: str, image_size: int | None, device: str):
+    key = (model, image_size, device)
+    if key not in _EMBEDDERS:
+        _EMBEDDERS[key] = get_embedder(model, device=device, image_size=image_size)
+    return _EMBEDDERS[key]
+
+
+def _set_torch_threads() -> None:
+    """Give torch every core this process may use (once), unless OMP_NUM_THREADS says otherwise.
+
+    torch defaults to the number of *physical* cores, which on small VMs is half the vCPUs; Dask
+    nannies set OMP_NUM_THREADS=1 in each worker so that workers do not oversubscribe a host.
+    """
+    global _torch_threads_set
+    if _torch_threads_set:
+        return
+    import torch
+
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = int(env) if env.isdigit() and int(env) > 0 else len(os.sched_getaffinity(0))
+    torch.set_num_threads(max(1, n))
+    _torch_threads_set = True
+
+
+def list_layers(
+    model: str = DEFAULT_MODEL, *, image_size: int | None = None, device: str = "auto"
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Layers of ``model`` that can be embedded, as ``(name, output shape without batch)``.
+
+    ``pooled`` (the pre-logits features, the default) comes first, then every named module whose
+    output is a tensor, in module definition order. Shapes are for ``image_size`` inputs (default: the
+    model's own size). Raises :class:`~embviz.errors.ModelError` for an unknown model.
+    """
+    return _embedder(model, image_size, device).layers()
+
+
+def _image_path(uri: str, root: Path) -> Path:
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    path = Path(uri)
+    return path if path.is_absolute() else root / path
+
+
+def _prepared_batches(
+    emb: Any, uris: Sequence[str], root: Path, batch_size: int, threads: int
+) -> Iterator[tuple[int, list[tuple[Any, str | None]]]]:
+    """Yield ``(start, [(tensor or None, error or None), ...])`` batches in order.
+
+    A pool of ``threads`` decodes and preprocesses images up to ``_PREFETCH_BATCHES`` batches
+    ahead, while the caller runs the model on the current batch (PIL and torch release the GIL).
+    """
+    from embviz.images import ImageError, open_image
+
+    def load(uri: str) -> tuple[Any, str | None]:
+        path = _image_path(uri, root)
+        try:
+            image = open_image(path)
+        except ImageError as exc:
+            return None, str(exc)
+        try:
+            return emb.preprocess(image), None
+        except Exception as exc:
+            raise ModelError(
+                f"{path}: model {emb.name!r} cannot preprocess this image "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+
+    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="embviz-decode")
+    window: deque = deque()
+    pos = 0
+
+    def fill() -> None:
+        nonlocal pos
+        while pos < len(uris) and len(window) < batch_size * (_PREFETCH_BATCHES + 1):
+            window.append(pool.submit(load, uris[pos]))
+            pos += 1
+
+    try:
+        fill()
+        start = 0
+        while window:
+            batch = [window.popleft().result() for _ in range(min(batch_size, len(window)))]
+            fill()
+            yield start, batch
+            start += len(batch)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _embed_partition(
+    index: int,
+    *,
+    root: str,
+    writers: dict[str, TableWriter],
+    model: str,
+    layers: list[str],
+    reshape: str | Callable[[Any], Any],
+    batch_size: int,
+    image_size: int | None,
+    device: str,
+    threads: int,
+    weights_sha256: str,
+    on_batch: Callable[[int], Any] | None = None,
+) -> dict[str, Any]:
+    """Embed samples partition ``index`` and stage it in every layer's writer (a Dask task).
+
+    Returns ``{"index", "rows", "failed", "skipped"}``; a partition staged for every layer
+    already (a retried task) is skipped.
+    """
+    import numpy as np
+    import torch
+
+    if all(w.has_part(index) for w in writers.values()):
+        return {"index": index, "rows": 0, "failed": [], "skipped": True}
+    _set_torch_threads()
+    ds = open_dataset(root, check_files=False)
+    emb = _embedder(model, image_size, device)
+    if emb.weights_sha256 != weights_sha256:
+        raise ModelError(
+            f"model {model!r} loads different weights here (sha256 {emb.weights_sha256[:12]}) "
+            f"than on the driver ({weights_sha256[:12]}); install the same versions everywhere"
+        )
+    table = ds.read_arrow("samples", columns=["id", "uri"], partitions=[index])
+    ids = table.column("id").to_numpy()
+    uris = table.column("uri").to_pylist()
+    kept: list[int] = []
+    chunks: dict[str, list[Any]] = {layer: [] for layer in layers}
+    failed: list[dict[str, Any]] = []
+    for start, batch in _prepared_batches(emb, uris, ds.root, batch_size, threads):
+        good = [j for j, (tensor, _) in enumerate(batch) if tensor is not None]
+        for j, (_, error) in enumerate(batch):
+            if error is not None:
+                failed.append({"id": int(ids[start + j]), "uri": uris[start + j], "error": error})
+        if good:
+            out = emb.embed_batch(torch.stack([batch[j][0] for j in good]), layers, reshape)
+            for layer in layers:
+                chunks[layer].append(out[layer])
+            kept.extend(int(ids[start + j]) for j in good)
+        if on_batch is not None:
+            on_batch(len(batch))
+    if not kept:  # keep partition i of every table aligned with samples: write it empty
+        out = emb.embed_batch(emb.dummy_batch(1), layers, reshape)
+        chunks = {layer: [out[layer][:0]] for layer in layers}
+    for layer, writer in writers.items():
+        vectors = np.concatenate(chunks[layer]).astype(np.float32, copy=False)
+        writer.write_part(index, vectors_to_table(np.asarray(kept, dtype=np.int64), vectors))
+    return {"index": index, "rows": len(kept), "failed": failed, "skipped": False}
+
+
+def _earlier_failures(ds: Dataset, writer: TableWriter, index: int) -> list[dict[str, Any]]:
+    """Samples of a partition staged by an earlier run that have no vector there."""
+    import pyarrow.parquet as pq
+
+    samples = ds.read_arrow("samples", columns=["id", "uri"], partitions=[index])
+    path = writer.staging / writer.part_name(index)
+    staged = set(pq.read_table(path, columns=["id"]).column("id").to_pylist())
+    return [
+        {"id": int(i), "uri": u, "error": "image did not decode in an earlier run"}
+        for i, u in zip(samples["id"].to_pylist(), samples["uri"].to_pylist(), strict=True)
+        if int(i) not in staged
+    ]
+
+
+def embed(
+    dataset: str | Path | Dataset,
+    *,
+    model: str = DEFAULT_MODEL,
+    layers: Sequence[str] | None = None,
+    reshape: str | Callable[[Any], Any] = "mean",
+    batch_size: int = 32,
+    image_size: int | None = None,
+    device: str = "auto",
+    threads: int = 2,
+    scheduler: str | Any | None = None,
+    name: str | None = None,
+    progress: bool = True,
+) -> EmbedResult:
+    """Embed every sample's image with ``model`` and write one embeddings table per layer.
+
+    Partition ``i`` of each embeddings table holds the samples of partition ``i`` of the samples
+    table (minus images that fail to decode, which are reported in ``failed``). Partitions are
+    staged atomically as they finish: re-running after a crash or kill with the same parameters
+    redoes only the partitions that were not finished.
+
+    Parameters
+    ----------
+    dataset:
+        Dataset directory or an open :class:`~embviz.dataset.Dataset` with a samples table.
+    model:
+        A name :func:`embviz.models.get_embedder` accepts (default: offline EfficientNet-Lite0).
+    layers:
+        Layer names from :func:`list_layers`; all are captured in one forward pass. Default:
+        ``["pooled"]``, the pre-logits features.
+    reshape:
+        How multi-dimensional layer outputs become vectors: ``mean``, ``flatten``,
+        ``avg_pool_NxN``, ``cls`` or a callable (see :func:`embviz.reshape.apply_reshape`);
+        pooled outputs are already vectors. A callable must be importable (a module-level
+        function) to run on a cluster.
+    batch_size:
+        Images per forward pass: larger uses more memory, is a little faster on CPU, much on GPU.
+    image_size:
+        Input side in pixels instead of the model's own (e.g. 112 or 128 for small images: about
+        4-8x faster than 224). Part of the table's identity: changing it starts over.
+    device:
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda:N"``.
+    threads:
+        Threads decoding and preprocessing images ahead of the model, per process.
+    scheduler:
+        Dask scheduler address or ``distributed.Client``: one task per partition on the cluster.
+        None runs the partitions here, one after another.
+    name:
+        Table name prefix instead of the model's slug: tables are ``embeddings/<name>.<layer>``.
+    progress:
+        Show a progress bar in images per second with an ETA.
+
+    Returns
+    -------
+    EmbedResult
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    samples = ds.table("samples")
+    part_rows = [int(p["rows"]) for p in samples["partitions"]]
+    if not part_rows:
+        raise DatasetError(f"{ds.root}: the samples table has no partitions; nothing to embed")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    resolve_reshape(reshape)
+    emb = _embedder(model, image_size, device)
+    layers = list(dict.fromkeys(layers or [emb.default_layer]))
+    emb.check_layers(layers)
+    prefix = slugify(name) if name else model_slug(model)
+    writers: dict[str, TableWriter] = {}
+    for layer in layers:
+        fingerprint = {
+            "step": "embed",
+            "model": model,
+            "layer": layer,
+            "reshape": reshape_label(reshape),
+            "image_size": image_size,
+            "weights_sha256": emb.weights_sha256,
+            "samples": samples["dir"],
+        }
+        writers[layer] = ds.writer(f"embeddings/{prefix}.{slugify(layer)}", fingerprint=fingerprint)
+
+    parts = range(len(part_rows))
+    pending = [i for i in parts if not all(w.has_part(i) for w in writers.values())]
+    skipped = [i for i in parts if i not in set(pending)]
+    task_args: dict[str, Any] = {
+        "root": str(ds.root),
+        "writers": writers,
+        "model": model,
+        "layers": layers,
+        "reshape": reshape,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "device": device,
+        "threads": threads,
+        "weights_sha256": emb.weights_sha256,
+    }
+    t_run = time.time()
+    todo = sum(part_rows[i] for i in pending)
+    if scheduler is None or scheduler == "":
+        bar = tqdm(
+            total=todo, desc=f"embed {model}", unit="img", disable=not progress, smoothing=0.1
+        )
+        try:
+            results = run_tasks(
+                _embed_partition, pending, progress=False, on_batch=bar.update, **task_args
+            )
+        finally:
+            bar.close()
+    else:
+        results = run_tasks(
+            _embed_partition,
+            pending,
+            scheduler=scheduler,
+            desc=f"embed {model}",
+            unit="img",
+            progress=progress,
+            weights=[part_rows[i] for i in pending],
+            **task_args,
+        )
+    run_seconds = time.time() - t_run
+
+    failed = [f for r in results for f in r["failed"]]
+    first = writers[layers[0]]
+    for i in skipped:
+        failed.extend(_earlier_failures(ds, first, i))
+    failed.sort(key=lambda f: f["id"])
+    tables, rows = [], 0
+    for layer, writer in writers.items():
+        entry = writer.commit(
+            meta={
+                "model": model,
+                "layer": layer,
+                "reshape": reshape_label(reshape),
+                "dim": _staged_dim(writer),
+                "weights_sha256": emb.weights_sha256,
+                "image_size": image_size,
+                "device": emb.device,
+                "failed": len(failed),
+            }
+        )
+        tables.append(writer.key)
+        rows = entry["rows"]
+    seconds = time.time() - t0
+    embedded = sum(part_rows[i] for i in pending)
+    result = EmbedResult(
+        tables=tables,
+        rows=rows,
+        seconds=round(seconds, 3),
+        images_per_second=round(embedded / run_seconds, 2) if embedded and run_seconds else 0.0,
+        partitions_done=len(pending),
+        partitions_skipped=len(skipped),
+        failed=failed,
+    )
+    params = {
+        "model": model,
+        "layers": layers,
+        "reshape": reshape_label(reshape),
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "device": device,
+        "threads": threads,
+        "scheduler": None if scheduler is None else str(scheduler),
+        "name": name,
+    }
+    ds.record_step(
+        "embed",
+        params,
+        started=t0,
+        result={
+            "tables": tables,
+            "rows": rows,
+            "failed": len(failed),
+            "failed_ids": [f["id"] for f in failed[:100]],
+            "partitions_done": len(pending),
+            "partitions_skipped": len(skipped),
+            "images_per_second": result.images_per_second,
+        },
+    )
+    ds.reload()
+    return result
+
+
+def _staged_dim(writer: TableWriter) -> int:
+    import pyarrow.parquet as pq
+
+    part = writer.staged_parts()[0]["file"]
+    return int(pq.read_schema(writer.staging / part).field("vector").type.list_size)
