@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -328,3 +330,109 @@ def test_vectors_with_user_coordinates_write_a_projection(tmp_path):
     np.testing.assert_allclose(proj["x"], table.column("x").to_numpy(), rtol=1e-6)
     np.testing.assert_allclose(proj["y"], table.column("y").to_numpy(), rtol=1e-6)
     assert "x" not in ds.table("samples")["columns"]
+
+
+# -- idempotence: an unchanged source is not ingested again -------------------------------------
+def _touch(path: Path) -> None:
+    """Move ``path``'s mtime one second on (a same-second touch may not change it on disk)."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def _state(ds_path: Path) -> tuple[str, int, int]:
+    """(samples dir, number of recorded steps, report mtime): what a reused run must not change."""
+    ds = open_dataset(ds_path)
+    report = ds_path / "reports" / "ingest.json"
+    return ds.table("samples")["dir"], len(ds.manifest["steps"]), report.stat().st_mtime_ns
+
+
+def test_unchanged_folder_is_reused_and_any_change_reingests(tmp_path, mixed_folder, monkeypatch):
+    ds_path = tmp_path / "ds"
+    first = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS)
+    assert not first.reused
+    fp = open_dataset(ds_path).meta("samples")["fingerprint"]
+    assert isinstance(fp, str) and len(fp) == 32
+    before = _state(ds_path)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a reused ingest must not decode images")
+
+    with monkeypatch.context() as m:
+        m.setattr("pipeline.ingest.image_info", no_decoding)
+        t0 = time.perf_counter()
+        again = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS, threads=4)
+        elapsed = time.perf_counter() - t0
+    assert again.reused and elapsed < 0.5
+    assert (again.rows, again.skipped, again.tables) == (first.rows, first.skipped, first.tables)
+    assert again.report_path == first.report_path
+    assert _state(ds_path) == before  # same table dir, no new step, report untouched
+
+    # Each change re-ingests: a touched file, an added one, a removed one, another parameter.
+    _touch(mixed_folder / GOOD[3][0])
+    res = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS)
+    assert not res.reused and res.rows == 12
+    dirs = {before[0], open_dataset(ds_path).table("samples")["dir"]}
+    assert len(dirs) == 2
+    assert open_dataset(ds_path).meta("samples")["fingerprint"] != fp
+    assert _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS).reused
+
+    extra = mixed_folder / "bird" / "extra.png"
+    shutil.copy(mixed_folder / GOOD[9][0], extra)
+    res = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS)
+    assert not res.reused and res.rows == 13
+    extra.unlink()
+    res = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS)
+    assert not res.reused and res.rows == 12
+    res = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS, thumb_size=48)
+    assert not res.reused
+    assert open_dataset(ds_path).meta("thumbnails")["size"] == 48
+
+    # force= re-ingests unchanged inputs.
+    dir_before = open_dataset(ds_path).table("samples")["dir"]
+    res = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS, thumb_size=48, force=True)
+    assert not res.reused and res.rows == 12
+    assert open_dataset(ds_path).table("samples")["dir"] != dir_before
+    steps = open_dataset(ds_path).manifest["steps"]
+    assert [s["step"] for s in steps] == ["ingest"] * 6
+
+
+def test_missing_table_is_not_reused(tmp_path, mixed_folder):
+    ds_path = tmp_path / "ds"
+    _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS)
+    ds = open_dataset(ds_path)
+    ds.update_manifest(lambda m: m["tables"].pop("thumbnails"))
+    res = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS)
+    assert not res.reused and open_dataset(ds_path).has("thumbnails")
+
+
+def test_manifest_reingests_when_a_listed_image_changes(tmp_path, mnist_small):
+    images, _ = mnist_small
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.fromarray(images[i]).save(tmp_path / f"imgs/{i}.png")
+    csv = tmp_path / "m.csv"
+    csv.write_text("path\n" + "".join(f"imgs/{i}.png\n" for i in range(3)))
+    ds_path = tmp_path / "ds"
+    assert not _ingest(ds_path, csv).reused
+    assert _ingest(ds_path, csv).reused
+    _touch(tmp_path / "imgs/1.png")
+    assert not _ingest(ds_path, csv).reused
+    _touch(csv)
+    assert not _ingest(ds_path, csv).reused
+    assert _ingest(ds_path, csv).reused
+
+
+def test_vectors_reused_until_the_metadata_changes(tmp_path):
+    vecs = np.random.default_rng(4).normal(size=(10, 3)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vecs)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("label\n" + "a\n" * 10)
+    ds_path = tmp_path / "ds"
+    first = _ingest(ds_path, tmp_path / "v.npy", metadata=meta)
+    emb_dir = open_dataset(ds_path).table("embeddings/user")["dir"]
+    again = _ingest(ds_path, tmp_path / "v.npy", metadata=meta)
+    assert again.reused and again.tables == first.tables == ("samples", "embeddings/user")
+    assert open_dataset(ds_path).table("embeddings/user")["dir"] == emb_dir
+    assert not _ingest(ds_path, tmp_path / "v.npy", metadata=meta, embedding_name="other").reused
+    _touch(meta)
+    assert not _ingest(ds_path, tmp_path / "v.npy", metadata=meta).reused
