@@ -62,8 +62,6 @@ def hilbert_distances(coords: np.ndarray, bounds: Any = None, bits: int = 16) ->
     bits : curve order per axis (cells per axis = 2**bits); ``bits * dims`` must be <= 62.
         Points outside ``bounds`` are clamped to the border cells; NaNs go to cell 0.
     """
-    from spatialpandas.spatialindex.hilbert_curve import distances_from_coordinates
-
     coords = _as_coords(coords)
     dims = coords.shape[1]
     if bits < 1 or bits * dims > 62:
@@ -77,7 +75,38 @@ def hilbert_distances(coords: np.ndarray, bounds: Any = None, bits: int = 16) ->
     scaled = (np.asarray(coords, dtype=np.float64) - lo) * (cells / span)
     np.nan_to_num(scaled, copy=False, nan=0.0, posinf=cells, neginf=0.0)
     np.clip(scaled, 0, cells, out=scaled)
-    return distances_from_coordinates(bits, scaled.astype(np.int64))
+    return _distances_kernel()(bits, scaled.astype(np.int64))
+
+
+_KERNEL: Any = None
+# Bound by _distances_kernel() on first use (numba and spatialpandas are slow to import); numba
+# reads these globals when it compiles or loads the cached kernel.
+prange = range
+distance_from_coordinate: Any = None
+
+
+def _distances_py(p, coords):  # pragma: no cover - compiled by numba
+    out = np.empty(coords.shape[0], np.int64)
+    for i in prange(coords.shape[0]):
+        out[i] = distance_from_coordinate(p, coords[i])
+    return out
+
+
+def _distances_kernel():
+    """spatialpandas' per-point Hilbert distance in a parallel numba loop, cached on disk.
+
+    spatialpandas' own ``distances_from_coordinates`` runs on one core and is compiled anew in
+    every process (~5 s). numba and spatialpandas (slow to import) load here, on first use.
+    """
+    global _KERNEL, prange, distance_from_coordinate
+    if _KERNEL is None:
+        import numba
+        from spatialpandas.spatialindex import hilbert_curve
+
+        prange = numba.prange
+        distance_from_coordinate = hilbert_curve.distance_from_coordinate
+        _KERNEL = numba.njit(parallel=True, nogil=True, cache=True)(_distances_py)
+    return _KERNEL
 
 
 def hilbert_order(coords: np.ndarray, bounds: Any = None, bits: int = 16) -> np.ndarray:
@@ -116,4 +145,3 @@ def layout_partitions(
         take = order[start : start + partition_rows]
         chunk = coords[take]
         yield index, ids[take], chunk, bounds_of(chunk)
-
