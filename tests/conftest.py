@@ -121,3 +121,25 @@ def artifacts():
     """The ``artifacts/`` folder where browser tests save screenshots of each state."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory):
+    """The MNIST demo built once per test session by the real recipe: real images, real model.
+
+    Set ``EMBVIZ_DEMO_DATASET`` to reuse a demo already built (e.g. by ``make demo``).
+    """
+    from pathlib import Path
+
+    from pipeline.build import build
+    from pipeline.demo import DEMO_RECIPE
+
+    given = os.environ.get("EMBVIZ_DEMO_DATASET")
+    if given:
+        return Path(given)
+    root = tmp_path_factory.mktemp("demo")
+    from embviz.config import load_recipe
+
+    recipe = load_recipe(DEMO_RECIPE)
+    recipe.source.path = str(root / "images")
+    return build(recipe, dataset=root / "dataset", progress=False).dataset

@@ -1,0 +1,75 @@
+"""Embedding throughput: the whole embed step against the bare model forward on the same images."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+MODELS = {
+    "efficientnet_lite0": 256,
+    # Random weights: timing only (the hub is not reachable here).
+    "timm:vit_base_patch16_224?pretrained=false": 96,
+}
+
+
+def _raw_seconds(model: str, uris: list[str], batch_size: int) -> float:
+    """Seconds for the model forward alone over pre-decoded, pre-processed batches."""
+    import torch
+
+    from embviz.images import open_image
+    from embviz.models import get_embedder
+
+    emb = get_embedder(model)
+    tensors = torch.stack([emb.preprocess(open_image(u)) for u in uris])
+    batches = list(torch.split(tensors, batch_size))
+    emb.embed_batch(batches[0][:2], ["pooled"])  # warm-up (allocations, lazy init)
+    t0 = time.perf_counter()
+    for b in batches:
+        emb.embed_batch(b, ["pooled"])
+    return time.perf_counter() - t0
+
+
+def run(work: Path, *, quick: bool = False) -> list[dict]:
+    """Return ``embed.pipeline_over_raw`` and throughput records for each model."""
+    from embviz.dataset import open_dataset
+    from pipeline.demo import write_mnist_folder
+    from pipeline.embed import embed
+    from pipeline.ingest import ingest
+
+    records = []
+    batch_size = 32
+    for model, n in MODELS.items():
+        n = 64 if quick else n
+        folder = write_mnist_folder(work / f"mnist{n}", limit=n)
+        root = work / f"embed-ds-{n}"
+        shutil.rmtree(root, ignore_errors=True)
+        ingest(root, source=folder, partition_rows=n, progress=False)
+        uris = open_dataset(root).read_pandas("samples", columns=["uri"])["uri"].tolist()
+        # Warm the pipeline once (model load, numba/torch init), then time a clean run.
+        embed(root, model=model, batch_size=batch_size, progress=False, name="warm")
+        result = embed(root, model=model, batch_size=batch_size, progress=False, name="timed")
+        raw = _raw_seconds(model, uris, batch_size)
+        params = {"model": model.split("?")[0], "images": n, "batch": batch_size, "image_px": 224}
+        raw_ips = n / raw
+        records += [
+            {
+                "name": "embed.pipeline_over_raw",
+                "params": params,
+                "value": result.images_per_second / raw_ips,
+                "unit": "ratio",
+            },
+            {
+                "name": "embed.images_per_second",
+                "params": params,
+                "value": result.images_per_second,
+                "unit": "img/s",
+            },
+            {
+                "name": "embed.raw_images_per_second",
+                "params": params,
+                "value": raw_ips,
+                "unit": "img/s",
+            },
+        ]
+    return records
