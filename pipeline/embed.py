@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -50,6 +51,9 @@ class EmbedResult:
         Partitions already staged by an earlier, interrupted run with the same parameters.
     failed:
         Samples left out because their image did not decode: ``{"id", "uri", "error"}``.
+    reused:
+        True when every table was already published with the same model, weights, options and
+        samples, so nothing ran (``force=True`` re-embeds).
     """
 
     tables: list[str]
@@ -59,6 +63,7 @@ class EmbedResult:
     partitions_done: int
     partitions_skipped: int
     failed: list[dict[str, Any]]
+    reused: bool = False
 
 
 def _embedder(model: str, image_size: int | None, device: str):
@@ -237,6 +242,7 @@ def embed(
     scheduler: str | Any | None = None,
     name: str | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> EmbedResult:
     """Embed every sample's image with ``model`` and write one embeddings table per layer.
 
@@ -275,6 +281,8 @@ def embed(
         Table name prefix instead of the model's slug: tables are ``embeddings/<name>.<layer>``.
     progress:
         Show a progress bar in images per second with an ETA.
+    force:
+        Re-embed even when the published tables already match these options and samples.
 
     Returns
     -------
@@ -295,9 +303,8 @@ def embed(
     layers = list(dict.fromkeys(layers or [emb.default_layer]))
     emb.check_layers(layers)
     prefix = slugify(name) if name else model_slug(model)
-    writers: dict[str, TableWriter] = {}
-    for layer in layers:
-        fingerprint = {
+    fingerprints = {
+        layer: {
             "step": "embed",
             "model": model,
             "layer": layer,
@@ -306,7 +313,27 @@ def embed(
             "weights_sha256": emb.weights_sha256,
             "samples": samples["dir"],
         }
-        writers[layer] = ds.writer(f"embeddings/{prefix}.{slugify(layer)}", fingerprint=fingerprint)
+        for layer in layers
+    }
+    keys = {layer: f"embeddings/{prefix}.{slugify(layer)}" for layer in layers}
+    if not force and all(
+        ds.has(keys[layer]) and ds.meta(keys[layer]).get("fingerprint") == _jsonable(fp)
+        for layer, fp in fingerprints.items()
+    ):
+        # Same model, weights, options and samples: the published tables are this run's output.
+        return EmbedResult(
+            tables=list(keys.values()),
+            rows=ds.table(keys[layers[0]])["rows"],
+            seconds=round(time.time() - t0, 3),
+            images_per_second=0.0,
+            partitions_done=0,
+            partitions_skipped=len(part_rows),
+            failed=[],
+            reused=True,
+        )
+    writers: dict[str, TableWriter] = {
+        layer: ds.writer(keys[layer], fingerprint=fingerprints[layer]) for layer in layers
+    }
 
     parts = range(len(part_rows))
     pending = [i for i in parts if not all(w.has_part(i) for w in writers.values())]
@@ -365,6 +392,7 @@ def embed(
                 "image_size": image_size,
                 "device": emb.device,
                 "failed": len(failed),
+                "fingerprint": fingerprints[layer],
             }
         )
         tables.append(writer.key)
@@ -407,6 +435,10 @@ def embed(
     )
     ds.reload()
     return result
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
 
 
 def _staged_dim(writer: TableWriter) -> int:

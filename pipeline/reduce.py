@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class ReduceResult:
     fit_seconds: float  #: time to read the sample and fit the reducer
     transform_seconds: float  #: time to project every row
     sample_rows: int  #: rows the reducer was fitted on
+    reused: bool = False  #: the projection already matched these inputs and parameters
 
 
 def _as_dataset(dataset: str | Path | Dataset) -> Dataset:
@@ -221,6 +223,7 @@ def reduce(
     partition_rows: int = 1_000_000,
     scheduler: str | Any | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> ReduceResult:
     """Project an embedding table to 2-D or 3-D and store it as ``projections/<name>``.
 
@@ -247,6 +250,7 @@ def reduce(
     partition_rows : rows per projection partition file.
     scheduler : Dask scheduler address or ``distributed.Client``; None runs here.
     progress : show a progress bar.
+    force : recompute even when the projection exists with the same inputs and parameters.
 
     Returns a :class:`ReduceResult`.
     """
@@ -262,6 +266,42 @@ def reduce(
         raise ValueError(f"sample must be >= 2, got {sample}")
     name = slugify(name or f"{emb}.{method}{dims}d")
     key = f"embeddings/{emb}"
+    run_params = {
+        "embedding": emb,
+        "method": method,
+        "dims": dims,
+        "pca": pca,
+        "sample": sample,
+        "seed": seed,
+        "fit_split": fit_split,
+        "fit_embedding": fit_emb,
+        "fit_dataset": None if fit_dataset is None else str(fds.root),
+        "params": params,
+        "name": name,
+        "partition_rows": partition_rows,
+    }
+    # The inputs' table versions make the fingerprint: a re-embedded table re-projects.
+    fingerprint = json.loads(
+        json.dumps(
+            {
+                "params": run_params,
+                "source_dir": ds.table(key)["dir"],
+                "fit_dir": fds.table(f"embeddings/{fit_emb}")["dir"],
+            },
+            default=str,
+        )
+    )
+    out_key = f"projections/{name}"
+    if not force and ds.has(out_key) and ds.meta(out_key).get("fingerprint") == fingerprint:
+        return ReduceResult(
+            table=out_key,
+            rows=ds.table(out_key)["rows"],
+            seconds=round(time.time() - started, 3),
+            fit_seconds=0.0,
+            transform_seconds=0.0,
+            sample_rows=ds.meta(out_key)["sample_rows"],
+            reused=True,
+        )
 
     only = _split_ids(fds, fit_split) if fit_split is not None else None
     fit_ids, fit_vecs = _read_sample(
@@ -303,20 +343,6 @@ def reduce(
     coords = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, dims), np.float32)
     transform_done = time.time()
 
-    run_params = {
-        "embedding": emb,
-        "method": method,
-        "dims": dims,
-        "pca": pca,
-        "sample": sample,
-        "seed": seed,
-        "fit_split": fit_split,
-        "fit_embedding": fit_emb,
-        "fit_dataset": None if fit_dataset is None else str(fds.root),
-        "params": params,
-        "name": name,
-        "partition_rows": partition_rows,
-    }
     meta = {
         "source": key,
         "method": method,
@@ -325,6 +351,7 @@ def reduce(
         "fit_split": fit_split,
         "fit_table": f"embeddings/{fit_emb}",
         "fit_dataset": None if fit_dataset is None else str(fds.root),
+        "fingerprint": fingerprint,
     }
     write_projection(ds, name, ids, coords, meta=meta, partition_rows=partition_rows)
     result = ReduceResult(

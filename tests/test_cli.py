@@ -70,3 +70,23 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     bad.write_text("dataset: x\nsource: {path: y}\nreduse: []\n")
     assert main(["build", str(bad)]) == 2
     assert "unknown key 'reduse'" in capsys.readouterr().err
+
+
+def test_rebuild_reuses_every_step(folder, tmp_path):
+    from pipeline.build import build
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"dataset: {tmp_path / 'built'}\nsource: {{path: {folder}, partition_rows: 40}}\n"
+        f"embed: [{{model: '{TINY}', image_size: 32, name: tiny}}]\n"
+        "reduce: [{method: pca, dims: 2}]\n"
+    )
+    first = build(recipe, progress=False)
+    dirs = {k: v["dir"] for k, v in open_dataset(first.dataset).tables.items()}
+    second = build(recipe, progress=False)
+    assert [getattr(s, "reused", None) for s in second.steps] == [True, True, True]
+    assert {k: v["dir"] for k, v in open_dataset(second.dataset).tables.items()} == dirs
+    # A new projection parameter recomputes only that projection.
+    recipe.write_text(recipe.read_text().replace("dims: 2}", "dims: 2, seed: 1}"))
+    third = build(recipe, progress=False)
+    assert [s.reused for s in third.steps] == [True, True, False]
