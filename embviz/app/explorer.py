@@ -30,6 +30,9 @@ class Explorer(pn.viewable.Viewer):
     def __init__(self, dataset: str | Path, **params):
         ds = open_dataset(dataset)
         flat = [p for p in ds.projections if ds.meta(f"projections/{p}").get("dims", 2) == 2]
+        # Neighbour-preserving maps first: they are what people open the explorer to see.
+        rank = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
+        flat.sort(key=lambda p: (rank.get(ds.meta(f"projections/{p}").get("method"), 4), p))
         if not flat:
             raise ValueError(f"{dataset}: no 2D projection yet; run 'embviz reduce {dataset}'")
         super().__init__(dataset=str(dataset), **params)
@@ -48,10 +51,14 @@ class Explorer(pn.viewable.Viewer):
     def _plot(self):
         frame = self._frame()
         cats = list(frame[self.color_by].cat.categories)
-        key = dict(zip(cats, colorcet.b_glasbey_category10[: len(cats)] or ["#1f77b4"], strict=False))
+        key = dict(
+            zip(cats, colorcet.b_glasbey_category10[: len(cats)] or ["#1f77b4"], strict=False)
+        )
         points = hv.Points(frame, kdims=["x", "y"], vdims=[self.color_by])
         shaded = dynspread(
-            datashade(points, aggregator=dsh.count_cat(self.color_by), color_key=key), threshold=0.6
+            datashade(points, aggregator=dsh.count_cat(self.color_by), color_key=key),
+            threshold=0.9,
+            max_px=3,
         )
         # HoloViews builds the categorical legend of a datashaded image itself.
         return shaded.opts(responsive=True, min_height=600, legend_position="right")
