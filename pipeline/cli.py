@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         "--coords", help="comma-separated coordinate columns of the vectors file, e.g. x,y"
     )
     s.add_argument("--embedding-name", default="user")
+    s.add_argument(
+        "--force", action="store_true", help="re-ingest even if the inputs are unchanged"
+    )
 
     s = sub.add_parser("embed", help="embed every image with a model (resumable)")
     s.add_argument("dataset")
@@ -71,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=2, help="decode threads")
     s.add_argument("--name", help="embedding name prefix (default: the model's slug)")
     s.add_argument("--scheduler", help="Dask scheduler address to run on a cluster")
+    s.add_argument("--force", action="store_true", help="re-embed even if already done")
 
     s = sub.add_parser("layers", help="list a model's layers and their output shapes")
     s.add_argument("model")
@@ -93,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="projection name")
     s.add_argument("--partition-rows", type=int, default=1_000_000)
     s.add_argument("--scheduler", help="Dask scheduler address")
+    s.add_argument("--force", action="store_true", help="recompute even if already done")
 
     s = sub.add_parser("build", help="run a YAML recipe end to end")
     s.add_argument("config")
@@ -152,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
             coord_columns=coords,
             embedding_name=args.embedding_name,
             progress=progress,
+            force=args.force,
         )
     elif cmd == "embed":
         from .embed import embed
@@ -168,6 +174,7 @@ def _run(args: argparse.Namespace) -> int:
             name=args.name,
             scheduler=args.scheduler,
             progress=progress,
+            force=args.force,
         )
     elif cmd == "layers":
         from .embed import list_layers
@@ -194,6 +201,7 @@ def _run(args: argparse.Namespace) -> int:
             partition_rows=args.partition_rows,
             scheduler=args.scheduler,
             progress=progress,
+            force=args.force,
         )
     elif cmd == "build":
         from .build import build

@@ -90,3 +90,32 @@ def test_rebuild_reuses_every_step(folder, tmp_path):
     recipe.write_text(recipe.read_text().replace("dims: 2}", "dims: 2, seed: 1}"))
     third = build(recipe, progress=False)
     assert [s.reused for s in third.steps] == [True, True, False]
+
+
+def test_force_flag_recomputes(folder, tmp_path, capsys):
+    out = tmp_path / "ds"
+    main(["-q", "ingest", str(folder), "--out", str(out)])
+    assert main(["-q", "ingest", str(folder), "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n}\n")[-2] + "}")["reused"] is True
+    assert main(["-q", "ingest", str(folder), "--out", str(out), "--force"]) == 0
+    assert json.loads(capsys.readouterr().out)["reused"] is False
+
+
+def test_synth_command(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "-q",
+                "synth",
+                "--points",
+                "20000",
+                "--out",
+                str(tmp_path / "s"),
+                "--partition-rows",
+                "5000",
+            ]
+        )
+        == 0
+    )
+    ds = open_dataset(tmp_path / "s")
+    assert ds.table("samples")["rows"] == 20000 and len(ds.projections) == 2
