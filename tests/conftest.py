@@ -112,8 +112,9 @@ def serve_app():
         proc.stdout.close()
         try:
             proc.wait(timeout=10)
-        except Exception:
+        except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

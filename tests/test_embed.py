@@ -113,11 +113,13 @@ def test_embed_writes_aligned_float32_vectors(dataset, pngs, reference):
     assert step["params"]["layers"] == ["pooled", "blocks.2"]
 
 
-def test_rerun_after_commit_starts_fresh_and_replaces(dataset):
+def test_rerun_after_commit_reuses_and_force_replaces(dataset):
     first = embed(dataset, name="digits", **FAST)
-    again = embed(dataset, name="digits", **FAST)
-    assert first.tables == again.tables == ["embeddings/digits.pooled"]
-    assert again.partitions_done == 4
+    same = embed(dataset, name="digits", **FAST)
+    assert same.reused and same.partitions_done == 0
+    again = embed(dataset, name="digits", force=True, **FAST)
+    assert first.tables == same.tables == again.tables == ["embeddings/digits.pooled"]
+    assert not again.reused and again.partitions_done == 4
     ds = open_dataset(dataset.root)
     assert ds.embeddings == ["digits.pooled"]
     assert len(list((dataset.root / "embeddings").iterdir())) == 1  # old version removed
