@@ -2,7 +2,11 @@
 
 import sys
 
-from embviz.app.server import explorer_page
+import panel as pn
+
+from embviz.app.server import explorer_page, warm_up
 
 dataset = sys.argv[1] if len(sys.argv) > 1 else "data/demo"
+# Once per process: load the shared data and compile the kernels before the first session.
+pn.state.as_cached(f"embviz-warm-{dataset}", warm_up, dataset=dataset)
 explorer_page(dataset).servable()

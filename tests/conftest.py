@@ -62,19 +62,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def serve_app():
-    """Start ``panel serve apps/explorer.py --args DATASET`` on loopback; yield its URL."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-    from pathlib import Path
+class PanelServer:
+    """``panel serve apps/explorer.py --args DATASET`` on loopback, its output in a log file."""
 
-    procs = []
+    def __init__(self, dataset, log_path):
+        import subprocess
+        import sys
+        from pathlib import Path
 
-    def start(dataset) -> str:
-        port = free_port()
+        self.port = free_port()
         app = Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
         cmd = [
             sys.executable,
@@ -85,36 +81,63 @@ def serve_app():
             "--address",
             "127.0.0.1",
             "--port",
-            str(port),
+            str(self.port),
             "--allow-websocket-origin",
-            f"127.0.0.1:{port}",
+            f"127.0.0.1:{self.port}",
             "--args",
             str(dataset),
         ]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}/explorer"
-        deadline = time.time() + 60
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}/explorer"
+
+    def wait(self, timeout: float = 120) -> str:
+        """Block until the page answers 200 (the first session warms the data up); the URL."""
+        import time
+        import urllib.request
+
+        deadline = time.time() + timeout
         while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"panel serve exited: {proc.stdout.read()}")
+            if self.proc.poll() is not None:
+                pytest.fail(f"panel serve exited: {self.log()}")
             try:
-                with urllib.request.urlopen(url, timeout=5) as r:
+                with urllib.request.urlopen(self.url, timeout=timeout) as r:
                     if r.status == 200:
-                        return url
+                        return self.url
             except OSError:
                 time.sleep(0.5)
-        pytest.fail("panel serve did not answer within 60 s")
+        pytest.fail(f"panel serve did not answer within {timeout} s: {self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return open(self.log_path).read()[-4000:]
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def serve_app(tmp_path):
+    """Start the explorer for a dataset on loopback; yield a function that returns its URL."""
+    servers = []
+
+    def start(dataset) -> str:
+        server = PanelServer(dataset, tmp_path / f"serve-{len(servers)}.log")
+        servers.append(server)
+        return server.wait()
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        proc.stdout.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,10 @@ def test_every_shipped_recipe_loads():
     [
         ("dataset: d\nsource: {path: x}\nembedd: []\n", "unknown key 'embedd'"),
         ("dataset: d\nsource: {path: x, colour: 1}\n", r"source: unknown key 'colour'"),
-        ("dataset: d\nsource: {path: x}\nreduce: [{method: umap, dims: two}]\n", r"reduce\[0\]: dims: expected int"),
+        (
+            "dataset: d\nsource: {path: x}\nreduce: [{method: umap, dims: two}]\n",
+            r"reduce\[0\]: dims: expected int",
+        ),
         ("source: {path: x}\n", "missing required key 'dataset'"),
         ("dataset: d\nsource: [1]\n", "expected a mapping"),
         ("dataset: [\n", "invalid YAML"),

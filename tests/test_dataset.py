@@ -74,7 +74,10 @@ def test_vectors_round_trip():
         (lambda m: m.update(extra=1), "unknown key 'extra'"),
         (lambda m: m["tables"]["samples"].update(rows=3), "partitions add up to 10"),
         (lambda m: m["tables"]["samples"].update(dir="../elsewhere"), "relative path inside"),
-        (lambda m: m["tables"]["samples"]["partitions"][0].update(file="../x.parquet"), "bad file name"),
+        (
+            lambda m: m["tables"]["samples"]["partitions"][0].update(file="../x.parquet"),
+            "bad file name",
+        ),
         (lambda m: m["tables"].update({"weird/x": {}}), "bad table key"),
     ],
 )

@@ -10,7 +10,18 @@ from pathlib import Path
 import embviz
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ["torch", "transformers", "umap", "panel", "pydeck", "holoviews", "datashader", "timm", "sklearn", "dask"]
+HEAVY = [
+    "torch",
+    "transformers",
+    "umap",
+    "panel",
+    "pydeck",
+    "holoviews",
+    "datashader",
+    "timm",
+    "sklearn",
+    "dask",
+]
 
 
 def test_import_embviz_is_cheap():
@@ -51,7 +62,9 @@ def _imports(path: Path) -> set[str]:
 def test_imports_go_one_way():
     for path in (ROOT / "embviz").rglob("*.py"):
         bad = _imports(path) & {"pipeline", "apps"}
-        assert not bad, f"{path.relative_to(ROOT)} imports {bad}: embviz must not import pipeline or apps"
+        assert not bad, (
+            f"{path.relative_to(ROOT)} imports {bad}: embviz must not import pipeline or apps"
+        )
     for path in (ROOT / "pipeline").rglob("*.py"):
         assert "apps" not in _imports(path), f"{path.relative_to(ROOT)} imports apps"
 
@@ -59,4 +72,6 @@ def test_imports_go_one_way():
 def test_every_module_has_a_docstring():
     for top in ("embviz", "pipeline", "apps"):
         for path in (ROOT / top).rglob("*.py"):
-            assert ast.get_docstring(ast.parse(path.read_text())), f"{path.relative_to(ROOT)} has no module docstring"
+            assert ast.get_docstring(ast.parse(path.read_text())), (
+                f"{path.relative_to(ROOT)} has no module docstring"
+            )

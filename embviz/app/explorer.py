@@ -1,81 +1,368 @@
-"""The explorer component: a server-side datashaded map of one projection, coloured by a column."""
+"""The explorer component: map, legend, filters, selection grid and detail panel of a dataset."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
-import colorcet
-import datashader as dsh
-import holoviews as hv
+import numpy as np
 import panel as pn
 import param
-from holoviews.operation.datashader import datashade, dynspread
 
 from embviz.dataset import open_dataset
 
-from .frames import projection_frame
+from . import routes
+from .mapview import MapResult, MapView
+from .raster import Style
+from .records import neighbours_for, sample_record
+from .store import View, load_store
+from .widgets import DetailPanel, Legend, SelectionGrid
 
-__all__ = ["Explorer"]
+__all__ = ["Explorer", "projection_choices"]
+
+#: Neighbour-preserving maps first: they are what people open the explorer to see.
+_RANK = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
+#: Categorical columns with more values than this get no filter widget (they still colour).
+_MAX_FILTER_CHOICES = 200
+
+
+def projection_choices(ds) -> dict[str, dict[str, str]]:
+    """2D projections grouped by source embedding: ``{embedding: {label: projection}}``."""
+    groups: dict[str, dict[str, str]] = {}
+    flat = [p for p in ds.projections if ds.meta(f"projections/{p}").get("dims", 2) == 2]
+    flat.sort(key=lambda p: (_RANK.get(ds.meta(f"projections/{p}").get("method"), 4), p))
+    for p in flat:
+        meta = ds.meta(f"projections/{p}")
+        source = str(meta.get("source") or "").removeprefix("embeddings/") or "(given)"
+        label = p.removeprefix(source + ".") if p.startswith(source + ".") else p
+        groups.setdefault(source, {})[label] = p
+    return groups
 
 
 class Explorer(pn.viewable.Viewer):
-    """A dataset's 2D projections rendered on the server by Datashader."""
+    """A dataset's 2D maps rendered on the server, with selection, filters and details.
 
-    dataset = param.String(doc="Path of the embviz dataset directory shown.")
-    projection = param.Selector(objects=[], doc="Which 2D projection table is drawn.")
-    color_by = param.Selector(
-        default="label", objects=["label", "split"], doc="Category column that colours the points."
+    Data parameters (projection, colour column, filters) re-aggregate; style parameters
+    (point size, opacity, spreading, hidden legend entries) only re-shade the cached aggregate.
+    """
+
+    dataset = param.String(constant=True, doc="Path of the embviz dataset directory shown.")
+    embedding = param.Selector(objects=[], doc="Embedding (model and layer) whose maps are listed.")
+    projection = param.Selector(objects=[], doc="The 2D projection drawn.")
+    color_by = param.Selector(objects=[], doc="Column that colours the points, or 'density'.")
+    point_size = param.Integer(default=0, bounds=(0, 6), doc="Extra pixels each point spreads by.")
+    opacity = param.Number(default=1.0, bounds=(0.1, 1.0), step=0.05, doc="Opacity of the points.")
+    dynspread = param.Boolean(default=True, doc="Enlarge isolated points so sparse areas show.")
+    hidden = param.List(default=[], doc="Categories of the colour column left out of the map.")
+    filters = param.Dict(
+        default={},
+        doc="Filters: {column: [values]} for categories, {column: [lo, hi]} for numbers.",
     )
+    view = param.List(default=[], doc="Visible rectangle [x0, x1, y0, y1]; empty = everything.")
+    detail = param.Integer(default=-1, doc="Sample id shown in the detail panel (-1: none).")
+    hover_limit = param.Integer(
+        default=3000, bounds=(0, 20000), doc="Views holding at most this many points get tooltips."
+    )
+    sprite_limit = param.Integer(
+        default=400, bounds=(0, 3000), doc="Views holding at most this many points draw images."
+    )
+    status = param.String(default="", doc="One line about the last frame (points, time, bytes).")
 
     def __init__(self, dataset: str | Path, **params):
         ds = open_dataset(dataset)
-        flat = [p for p in ds.projections if ds.meta(f"projections/{p}").get("dims", 2) == 2]
-        # Neighbour-preserving maps first: they are what people open the explorer to see.
-        rank = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
-        flat.sort(key=lambda p: (rank.get(ds.meta(f"projections/{p}").get("method"), 4), p))
-        if not flat:
+        groups = projection_choices(ds)
+        if not groups:
             raise ValueError(f"{dataset}: no 2D projection yet; run 'embviz reduce {dataset}'")
         super().__init__(dataset=str(dataset), **params)
+        self._ready = False  # watchers stay quiet until every part below exists
         self._ds = ds
-        self.param.projection.objects = flat
-        if self.projection not in flat:
-            self.projection = flat[0]
+        self._groups = groups
+        self._key = routes.register(ds.root) if ds.has("thumbnails") else None
+        self._thumb = (lambda i: routes.thumb_url(self._key, i)) if self._key else None
+        self.legend = Legend(title="")
+        self.grid = SelectionGrid(thumb_url=self._thumb or (lambda i: ""), title="Selection")
+        self.details = DetailPanel(visible_detail=False)
+        self.legend.param.watch(lambda e: setattr(self, "hidden", list(e.new)), "hidden")
+        self.grid.param.watch(self._open_from, "opened")
+        self.details.param.watch(self._open_from, "opened")
+        self._filter_widgets = pn.Column(sizing_mode="stretch_width")
+        self._status = pn.pane.Markdown(
+            "", sizing_mode="stretch_width", css_classes=["embviz-status"]
+        )
+        self._map_pane = pn.pane.Bokeh(sizing_mode="stretch_width", height=640)
+        self.map: MapView | None = None
+        self.param.embedding.objects = list(groups)
+        if self.embedding not in groups:
+            self.embedding = next(iter(groups))
+        self._set_projection_objects()
+        self._ready = True
+        self._load_projection()
 
-    def _frame(self):
-        key = (self.dataset, self.projection)
-        return pn.state.as_cached(
-            f"embviz-frame-{key}", projection_frame, root=self.dataset, projection=self.projection
+    # -- projection and store ------------------------------------------------------------------
+    def _set_projection_objects(self) -> None:
+        choices = self._groups[self.embedding]
+        self.param.projection.objects = list(choices.values())
+        self.param.projection.names = choices
+        if self.projection not in choices.values():
+            self.projection = next(iter(choices.values()))
+
+    @param.depends("embedding", watch=True)
+    def _on_embedding(self) -> None:
+        if self._ready:
+            self._set_projection_objects()
+
+    @param.depends("projection", watch=True)
+    def _load_projection(self) -> None:
+        if not self._ready:
+            return
+        self.store = load_store(self.dataset, self.projection)
+        self.map = None  # no renders while the new projection is wired up
+        cats = list(self.store.categorical)
+        nums = list(self.store.numeric)
+        prefer = [c for c in ("label", "split", "prediction", "tag") if c in cats]
+        order = prefer + [c for c in cats if c not in prefer] + nums + ["density"]
+        self.param.color_by.objects = order
+        if self.color_by not in order:
+            self.color_by = order[0]
+        self.map = MapView(
+            self.store,
+            thumb_url=self._thumb,
+            describe=self._describe,
+            hover_limit=self.hover_limit,
+            sprite_limit=self.sprite_limit,
+            on_frame=self._on_frame,
+            on_select=self._on_select,
+            on_tap=self._on_tap,
+        )
+        self.map.set_style_source(self._style)
+        self._build_filters()
+        self._apply_filters()
+        if self.view and len(self.view) == 4:
+            self.map.set_view(View(*map(float, self.view)))
+        self._map_pane.object = self.map.figure
+        self._capture_doc()
+        self.map.refresh(wait=True)
+
+    def _capture_doc(self) -> None:
+        doc = pn.state.curdoc
+        if doc is not None and getattr(doc, "session_context", None) is not None:
+            self.map.doc = doc
+
+    # -- what the map draws ---------------------------------------------------------------------
+    def _mode(self) -> tuple[str, str | None]:
+        if self.color_by == "density":
+            return "density", None
+        if self.color_by in self.store.numeric:
+            return "numeric", self.color_by
+        return "category", self.color_by
+
+    def _style(self):
+        mode, col = self._mode()
+        style = Style(
+            point_size=self.point_size,
+            dynspread=self.dynspread,
+            opacity=self.opacity,
+            hidden=frozenset(self.hidden) if mode == "category" else frozenset(),
+        )
+        return mode, col, style
+
+    def _describe(self, rows: np.ndarray) -> dict[str, list]:
+        """Tooltip text for store rows: every categorical and numeric column, as plain text."""
+        s = self.store
+        lines = [[f"id {int(i)}"] for i in s.ids[rows]]
+        for name, (codes, names) in s.categorical.items():
+            for line, c in zip(lines, codes[rows], strict=True):
+                line.append(f"{name}: {names[c]}")
+        for name, values in s.numeric.items():
+            for line, v in zip(lines, values[rows], strict=True):
+                line.append(f"{name}: {v:.4g}")
+        return {"text": ["\n".join(line) for line in lines]}
+
+    @param.depends("color_by", "point_size", "opacity", "dynspread", "hidden", watch=True)
+    def _restyle(self) -> None:
+        if self.map is None:
+            return
+        if self.color_by not in self.store.categorical and self.hidden:
+            self.hidden = []
+            return
+        self.map.refresh()
+
+    @param.depends("view", watch=True)
+    def _follow_view(self) -> None:
+        # A view set from outside (the URL, Python) moves the plot; the map's own frames set
+        # ``view`` to what they show, which is already where the plot is.
+        if self.map is None or len(self.view) != 4:
+            return
+        v = View(*map(float, self.view))
+        if v != self.map.view:
+            self.map.set_view(v)
+            self.map.refresh(v)
+
+    # -- filters --------------------------------------------------------------------------------
+    def _build_filters(self) -> None:
+        widgets = []
+        for name, (_, names) in self.store.categorical.items():
+            if len(names) > _MAX_FILTER_CHOICES:
+                continue
+            w = pn.widgets.MultiChoice(
+                name=f"{name} (empty = all)",
+                options=list(names),
+                value=[v for v in self.filters.get(name, []) if v in names],
+                sizing_mode="stretch_width",
+            )
+            w.param.watch(lambda e, n=name: self._set_filter(n, list(e.new)), "value")
+            widgets.append(w)
+        for name, values in self.store.numeric.items():
+            finite = values[np.isfinite(values)] if len(values) <= 5_000_000 else values[::97]
+            finite = finite[np.isfinite(finite)]
+            if not len(finite) or finite.min() == finite.max():
+                continue
+            lo, hi = float(finite.min()), float(finite.max())
+            cur = self.filters.get(name) or [lo, hi]
+            w = pn.widgets.RangeSlider(
+                name=name,
+                start=lo,
+                end=hi,
+                value=(max(lo, float(cur[0])), min(hi, float(cur[1]))),
+                step=(hi - lo) / 200,
+                sizing_mode="stretch_width",
+            )
+            w.param.watch(
+                lambda e, n=name, a=lo, b=hi: self._set_filter(
+                    n, [] if e.new == (a, b) else [float(e.new[0]), float(e.new[1])]
+                ),
+                "value_throttled",
+            )
+            widgets.append(w)
+        self._filter_widgets.objects = widgets
+
+    def _set_filter(self, name: str, value: list) -> None:
+        filters = dict(self.filters)
+        if value:
+            filters[name] = value
+        else:
+            filters.pop(name, None)
+        self.filters = filters
+
+    @param.depends("filters", watch=True)
+    def _apply_filters(self) -> None:
+        if self.map is None:
+            return
+        s = self.store
+        mask = None
+        for name, value in sorted(self.filters.items()):
+            if name in s.categorical and value:
+                codes, names = s.categorical[name]
+                keep = np.array(
+                    [i for i, n in enumerate(names) if n in set(value)], dtype=codes.dtype
+                )
+                m = np.isin(codes, keep)
+            elif name in s.numeric and len(value) == 2:
+                v = s.numeric[name]
+                m = (v >= float(value[0])) & (v <= float(value[1]))
+            else:
+                continue
+            mask = m if mask is None else (mask & m)
+        self.map.mask = mask
+        self.map.mask_key = repr(sorted(self.filters.items()))
+        if self.map.last is not None:
+            self.map.refresh()
+
+    # -- events ---------------------------------------------------------------------------------
+    def _on_frame(self, result: MapResult) -> None:
+        f = result.frame
+        v = f.view
+        self.view = [float(v.x0), float(v.x1), float(v.y0), float(v.y1)]
+        mode, col = self._mode()
+        if mode == "category":
+            self.legend.param.update(
+                items=self.map.legend_items(self.store, col, f.counts),
+                hidden=[h for h in self.hidden if h in f.counts],
+                title=col,
+            )
+            self.legend.visible = True
+        else:
+            self.legend.visible = False
+        shown = len(result.points["id"]) if result.points else 0
+        extra = f" · {shown:,} with tooltips" if shown else ""
+        self.status = (
+            f"{f.points:,} of {self.store.n:,} points in view{extra} · "
+            f"frame {1000 * result.seconds:.0f} ms · {len(f.png) / 1024:.0f} KB"
+        )
+        self._status.object = html.escape(self.status)
+
+    def _on_select(self, rows: np.ndarray) -> None:
+        import pandas as pd
+
+        s = self.store
+        col = "label" if "label" in s.categorical else next(iter(s.categorical), None)
+        labels = None
+        if col is not None:
+            codes, names = s.categorical[col]
+            labels = pd.Categorical.from_codes(
+                np.asarray(codes[rows], dtype=np.int64), categories=names
+            )
+        self.grid.param.update(ids=np.asarray(s.ids[rows]), labels=labels)
+
+    def _on_tap(self, row: int | None) -> None:
+        if row is not None:
+            self.detail = int(self.store.ids[row])
+
+    def _open_from(self, event) -> None:
+        if event.new is not None and event.new >= 0:
+            self.detail = int(event.new)
+
+    @param.depends("detail", watch=True)
+    def _show_detail(self) -> None:
+        sid = self.detail
+        if sid < 0:
+            self.details.visible_detail = False
+            return
+        record = sample_record(self._ds, sid)
+        meta = self._ds.meta(f"projections/{self.projection}")
+        space, near = neighbours_for(self._ds, self.store, meta, sid, k=8)
+        rows = self.store.row_of(np.array([i for i, _ in near], dtype=np.int64))
+        label_col = self.store.categorical.get("label")
+        items = []
+        for (nid, dist), row in zip(near, rows, strict=True):
+            label = label_col[1][label_col[0][row]] if label_col is not None and row >= 0 else ""
+            src = self._thumb(nid) if self._thumb else ""
+            items.append({"id": nid, "label": str(label), "src": src, "distance": dist})
+        record = {"neighbours in": space, **record}
+        self.details.param.update(
+            sample=record,
+            image_src=routes.image_url(self._key, sid) if self._key else "",
+            neighbours=items,
+            visible_detail=True,
         )
 
-    @param.depends("projection", "color_by")
-    def _plot(self):
-        frame = self._frame()
-        cats = list(frame[self.color_by].cat.categories)
-        key = dict(
-            zip(cats, colorcet.b_glasbey_category10[: len(cats)] or ["#1f77b4"], strict=False)
-        )
-        points = hv.Points(frame, kdims=["x", "y"], vdims=[self.color_by])
-        shaded = dynspread(
-            datashade(points, aggregator=dsh.count_cat(self.color_by), color_key=key),
-            threshold=0.9,
-            max_px=3,
-        )
-        # HoloViews builds the categorical legend of a datashaded image itself.
-        return shaded.opts(responsive=True, min_height=600, legend_position="right")
-
-    def __panel__(self):
-        rows = self._ds.table("samples")["rows"]
-        info = pn.pane.Markdown(
-            f"**{self._ds.name}** · {rows:,} samples · embeddings: {', '.join(self._ds.embeddings) or 'none'}",
+    # -- layout ---------------------------------------------------------------------------------
+    def sidebar(self) -> pn.Column:
+        """Controls: data choice, colouring, style, legend and filters."""
+        return pn.Column(
+            pn.widgets.Select.from_param(self.param.embedding, name="Embedding"),
+            pn.widgets.Select.from_param(self.param.projection, name="Projection"),
+            pn.widgets.Select.from_param(self.param.color_by, name="Colour by"),
+            self.legend,
+            pn.layout.Divider(),
+            pn.widgets.IntSlider.from_param(self.param.point_size, name="Point size"),
+            pn.widgets.FloatSlider.from_param(self.param.opacity, name="Opacity"),
+            pn.widgets.Checkbox.from_param(self.param.dynspread, name="Spread sparse points"),
+            pn.layout.Divider(),
+            pn.pane.Markdown("**Filters**"),
+            self._filter_widgets,
             sizing_mode="stretch_width",
         )
-        controls = pn.Row(
-            pn.widgets.Select.from_param(self.param.projection),
-            pn.widgets.Select.from_param(self.param.color_by),
-        )
+
+    def main(self) -> pn.Column:
+        """The map with its status line, then the selection grid beside the detail panel."""
+        self._capture_doc()
         return pn.Column(
-            info,
-            controls,
-            pn.pane.HoloViews(self._plot, sizing_mode="stretch_both", min_height=600),
+            self._map_pane,
+            self._status,
+            pn.Row(self.grid, self.details, sizing_mode="stretch_width"),
             sizing_mode="stretch_both",
         )
+
+    def __panel__(self):
+        return pn.Row(pn.Column(self.sidebar(), width=300), self.main(), sizing_mode="stretch_both")

@@ -1,23 +1,72 @@
-"""Serve the explorer for a dataset with ``panel serve`` semantics from Python."""
+"""Serve the explorer: the page for one dataset, for ``panel serve`` and for ``embviz serve``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["explorer_page", "serve"]
+__all__ = ["URL_STATE", "explorer_page", "serve", "warm_up"]
+
+#: Explorer parameters mirrored in the page URL (parameter -> query key), so a link reproduces
+#: the view: projection, colouring, style, hidden classes, filters, zoom and the open sample.
+URL_STATE = {
+    "projection": "projection",
+    "color_by": "color",
+    "point_size": "size",
+    "opacity": "opacity",
+    "hidden": "hide",
+    "filters": "filter",
+    "view": "view",
+    "detail": "sample",
+}
 
 
 def explorer_page(dataset: str | Path):
-    """The explorer page (a Panel template) for ``dataset``."""
-    import holoviews as hv
+    """The explorer page (a Panel template) for ``dataset``, its state synced with the URL."""
+    import holoviews as hv  # noqa: F401  (registers the bokeh extension Panel's panes expect)
     import panel as pn
 
+    from . import routes
     from .explorer import Explorer
 
-    hv.extension("bokeh")
     pn.extension(sizing_mode="stretch_width")
+    routes.install()  # `panel serve` without --plugins: add the image routes to this server
     explorer = Explorer(dataset)
-    return pn.template.FastListTemplate(title=f"embviz · {explorer._ds.name}", main=[explorer])
+    if pn.state.location is not None:
+        pn.state.location.sync(explorer, URL_STATE)
+    return pn.template.FastListTemplate(
+        title=f"embviz · {explorer._ds.name}",
+        sidebar=[explorer.sidebar()],
+        main=[explorer.main()],
+        sidebar_width=320,
+    )
+
+
+def warm_up(dataset: str | Path) -> None:
+    """Load every 2D map of ``dataset`` and render one frame of each, before any session.
+
+    Loads the shared point stores (or writes their cache) and compiles the Numba kernels, so
+    the first visitor does not pay for either.
+    """
+    from embviz.dataset import open_dataset
+
+    from .explorer import projection_choices
+    from .raster import Renderer
+    from .store import View, load_store
+
+    ds = open_dataset(dataset)
+    for choices in projection_choices(ds).values():
+        for projection in choices.values():
+            store = load_store(ds.root, projection)
+            r = Renderer(store)
+            e = store.extent
+            # The full view and a zoomed one (gathered rows) compile different kernel variants.
+            quarter = View(e.x0, (e.x0 + e.x1) / 2, e.y0, (e.y0 + e.y1) / 2)
+            for view in (e, quarter):
+                for col in list(store.categorical)[:1]:
+                    r.render(view, 400, 300, mode="category", color_by=col)
+                for col in list(store.numeric)[:1]:
+                    r.render(view, 400, 300, mode="numeric", color_by=col)
+                r.render(view, 400, 300, mode="density")
 
 
 def serve(
@@ -26,14 +75,15 @@ def serve(
     """Serve the explorer for ``dataset`` at ``http://address:port/explorer`` until interrupted."""
     import panel as pn
 
-    from embviz.dataset import open_dataset
+    from . import routes
 
-    open_dataset(dataset)  # fail now, with the dataset's own message, rather than per session
+    warm_up(dataset)  # fails now, with the dataset's own message, rather than per session
     pn.serve(
         {"explorer": lambda: explorer_page(dataset)},
         port=port,
         address=address,
         show=show,
         websocket_origin=[f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"],
+        extra_patterns=routes.extra_patterns(),
         title="embviz",
     )

@@ -1,0 +1,385 @@
+"""The 2D map: a Bokeh plot showing server-rendered frames, with points, sprites and events.
+
+The browser never receives the points of a full view, only one PNG frame per view change.
+Once the view holds at most ``hover_limit`` points they are sent too (for tooltips with the
+thumbnail), and at most ``sprite_limit`` are drawn as their images, sized in data units so they
+grow as the user zooms in. Renders run on a bounded process-wide thread pool; a session keeps at
+most one render in flight and coalesces the view changes that arrive meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .raster import Frame, Renderer, Style, category_colors
+from .store import PointStore, View
+
+__all__ = ["MapRequest", "MapView", "render_pool"]
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def render_pool() -> ThreadPoolExecutor:
+    """The process-wide render pool, one thread per core (Datashader's kernels release the GIL)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="embviz-render"
+            )
+    return _POOL
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """Everything one frame depends on."""
+
+    view: View
+    width: int
+    height: int
+    mode: str
+    color_by: str | None
+    style: Style
+    mask_key: object = None
+
+
+@dataclass
+class MapResult:
+    """A rendered frame plus the points (and sprites) to overlay, ready for the browser."""
+
+    request: MapRequest
+    frame: Frame
+    points: dict[str, list] | None = None
+    sprites: dict[str, list] | None = None
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class MapView:
+    """Owns the Bokeh figure of one session and keeps it in step with the requested view.
+
+    ``thumb_url(sample_id) -> str`` builds tooltip and sprite image URLs; ``describe(rows)``
+    returns extra tooltip columns (name -> list of str) for the given store rows.
+    """
+
+    def __init__(
+        self,
+        store: PointStore,
+        *,
+        thumb_url: Callable[[int], str] | None = None,
+        describe: Callable[[np.ndarray], dict[str, list]] | None = None,
+        hover_limit: int = 3000,
+        sprite_limit: int = 400,
+        sprite_px: int = 40,
+        on_frame: Callable[[MapResult], None] | None = None,
+        on_select: Callable[[np.ndarray], None] | None = None,
+        on_tap: Callable[[int | None], None] | None = None,
+        width: int = 900,
+        height: int = 640,
+    ):
+        self.store = store
+        self.renderer = Renderer(store)
+        self.thumb_url = thumb_url
+        self.describe = describe
+        self.hover_limit = hover_limit
+        self.sprite_limit = sprite_limit
+        self.sprite_px = sprite_px
+        self.on_frame = on_frame
+        self.on_select = on_select
+        self.on_tap = on_tap
+        self.mask: np.ndarray | None = None
+        self.mask_key: object = None
+        self.last: MapResult | None = None
+        self.doc = None
+        self._lock = threading.Lock()
+        self._busy = False
+        self._pending: MapRequest | None = None
+        self._default_size = (width, height)
+        self._style_fn: Callable[[], tuple[str, str | None, Style]] = lambda: (
+            "category",
+            "label",
+            Style(),
+        )
+        self.figure = self._make_figure(width, height)
+        self.view = store.extent
+
+    # -- Bokeh model -------------------------------------------------------------------------
+    def _make_figure(self, width: int, height: int):
+        from bokeh.events import RangesUpdate, SelectionGeometry, Tap
+        from bokeh.models import (
+            BoxSelectTool,
+            ColorBar,
+            ColumnDataSource,
+            HoverTool,
+            LassoSelectTool,
+            LinearColorMapper,
+            PanTool,
+            ResetTool,
+            WheelZoomTool,
+        )
+        from bokeh.plotting import figure
+
+        e = self.store.extent
+        pad_x, pad_y = (e.x1 - e.x0) * 0.03 or 1.0, (e.y1 - e.y0) * 0.03 or 1.0
+        wheel = WheelZoomTool()
+        fig = figure(
+            x_range=(e.x0 - pad_x, e.x1 + pad_x),
+            y_range=(e.y0 - pad_y, e.y1 + pad_y),
+            tools=[PanTool(), wheel, BoxSelectTool(), LassoSelectTool(), ResetTool()],
+            active_scroll=wheel,
+            sizing_mode="stretch_both",
+            min_height=420,
+            output_backend="canvas",
+            match_aspect=False,
+            toolbar_location="above",
+        )
+        fig.xgrid.visible = fig.ygrid.visible = False
+        fig.axis.visible = False
+        fig.outline_line_color = None
+        fig.background_fill_color = "#ffffff"
+        self.raster_src = ColumnDataSource({"url": [], "x": [], "y": [], "w": [], "h": []})
+        fig.image_url(
+            url="url", x="x", y="y", w="w", h="h", anchor="bottom_left", source=self.raster_src
+        )
+        self.sprite_src = ColumnDataSource({"url": [], "x": [], "y": [], "w": [], "h": []})
+        fig.image_url(
+            url="url",
+            x="x",
+            y="y",
+            w="w",
+            h="h",
+            anchor="center",
+            source=self.sprite_src,
+            global_alpha=0.95,
+        )
+        self.point_src = ColumnDataSource({"x": [], "y": [], "id": [], "thumb": [], "text": []})
+        points = fig.scatter(
+            "x",
+            "y",
+            source=self.point_src,
+            size=9,
+            fill_alpha=0.0,
+            line_alpha=0.0,
+            hover_fill_alpha=0.35,
+            hover_line_alpha=0.9,
+            hover_line_color="#000000",
+        )
+        # Fields are HTML-escaped by Bokeh (no {safe}): labels and metadata show as text.
+        fig.add_tools(
+            HoverTool(
+                renderers=[points],
+                tooltips="""
+                <div class="embviz-tip" style="max-width:220px">
+                  <img src="@thumb" style="max-width:96px;max-height:96px;display:block"/>
+                  <div style="font-size:12px;white-space:pre-line">@text</div>
+                </div>""",
+            )
+        )
+        self.color_mapper = LinearColorMapper(palette="Viridis256", low=0, high=1)
+        self.color_bar = ColorBar(color_mapper=self.color_mapper, visible=False, width=12)
+        fig.add_layout(self.color_bar, "right")
+        fig.on_event(RangesUpdate, self._on_ranges)
+        fig.on_event(SelectionGeometry, self._on_selection)
+        fig.on_event(Tap, self._on_tap)
+        return fig
+
+    # -- requests ----------------------------------------------------------------------------
+    def set_style_source(self, fn: Callable[[], tuple[str, str | None, Style]]) -> None:
+        """Where the current (mode, colour column, style) come from."""
+        self._style_fn = fn
+
+    def _size(self) -> tuple[int, int]:
+        """The plot's inner size in pixels as the browser last reported it (default before)."""
+        from bokeh.core.property.descriptors import UnsetValueError
+
+        try:
+            w, h = self.figure.inner_width, self.figure.inner_height
+        except UnsetValueError:
+            w, h = None, None
+        w, h = w or self._default_size[0], h or self._default_size[1]
+        return max(64, min(int(w), 2400)), max(64, min(int(h), 1600))
+
+    def request(self, view: View | None = None) -> MapRequest:
+        """The request for ``view`` (default: the current one) with the current style."""
+        mode, color_by, style = self._style_fn()
+        w, h = self._size()
+        return MapRequest(view or self.view, w, h, mode, color_by, style, self.mask_key)
+
+    def refresh(self, view: View | None = None, *, wait: bool = False) -> MapResult | None:
+        """Render the current view again (after a style, colour or filter change)."""
+        if view is not None:
+            self.view = view
+        req = self.request()
+        if wait or self.doc is None:
+            result = self.compute(req)
+            self._apply(result)
+            return result
+        self._submit(req)
+        return None
+
+    def _submit(self, req: MapRequest) -> None:
+        with self._lock:
+            if self._busy:
+                self._pending = req  # coalesce: only the latest view matters
+                return
+            self._busy = True
+        render_pool().submit(self._job, req)
+
+    def _job(self, req: MapRequest) -> None:
+        try:
+            result = self.compute(req)
+        except Exception as exc:  # a bad frame must never take the session down
+            import logging
+
+            logging.getLogger(__name__).exception("render failed: %s", exc)
+            result = None
+        doc = self.doc
+        if result is not None and doc is not None:
+            doc.add_next_tick_callback(lambda: self._apply(result))
+        with self._lock:
+            nxt, self._pending = self._pending, None
+            if nxt is None:
+                self._busy = False
+        if nxt is not None:
+            render_pool().submit(self._job, nxt)
+
+    # -- the work ----------------------------------------------------------------------------
+    def compute(self, req: MapRequest) -> MapResult:
+        """Render ``req``: the frame, plus points/sprites when the view holds few enough."""
+        t0 = time.perf_counter()
+        frame = self.renderer.render(
+            req.view,
+            req.width,
+            req.height,
+            mode=req.mode,
+            color_by=req.color_by,
+            style=req.style,
+            mask=self._visible_mask(req),
+            mask_key=(req.mask_key, req.style.hidden if req.mode == "category" else None),
+        )
+        result = MapResult(req, frame)
+        if frame.points <= self.hover_limit:
+            rows = self.store.rows_in(req.view, self._visible_mask(req))[: self.hover_limit]
+            ids = self.store.ids[rows]
+            thumbs = [self.thumb_url(int(i)) for i in ids] if self.thumb_url else [""] * len(ids)
+            text = self.describe(rows) if self.describe else {"text": [""] * len(rows)}
+            result.points = {
+                "x": self.store.x[rows].astype(float).tolist(),
+                "y": self.store.y[rows].astype(float).tolist(),
+                "id": ids.astype(int).tolist(),
+                "thumb": thumbs,
+                **text,
+            }
+            if len(rows) <= self.sprite_limit and self.thumb_url:
+                # Sprites cover about the area each point has on screen, so they grow with zoom.
+                area = req.width * req.height / max(len(rows), 1)
+                px = float(np.clip(np.sqrt(area) * 0.7, 14, 160))
+                px = min(px, float(self.sprite_px) * 4)
+                w = px * (req.view.x1 - req.view.x0) / req.width
+                h = px * (req.view.y1 - req.view.y0) / req.height
+                result.sprites = {
+                    "url": thumbs,
+                    "x": result.points["x"],
+                    "y": result.points["y"],
+                    "w": [w] * len(rows),
+                    "h": [h] * len(rows),
+                }
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _visible_mask(self, req: MapRequest) -> np.ndarray | None:
+        return self.mask
+
+    def _apply(self, result: MapResult) -> None:
+        """Push a result into the Bokeh models (runs on the document's thread)."""
+        f = result.frame
+        v = f.view
+        url = "data:image/png;base64," + base64.b64encode(f.png).decode("ascii")
+        self.raster_src.data = {
+            "url": [url],
+            "x": [v.x0],
+            "y": [v.y0],
+            "w": [v.x1 - v.x0],
+            "h": [v.y1 - v.y0],
+        }
+        self.point_src.data = result.points or {k: [] for k in self.point_src.data}
+        self.sprite_src.data = result.sprites or {k: [] for k in self.sprite_src.data}
+        if f.mode == "numeric" and f.span:
+            from .raster import palette
+
+            self.color_mapper.palette = palette(result.request.style.cmap)
+            self.color_mapper.low, self.color_mapper.high = f.span
+            self.color_bar.title = f.color_by or ""
+            self.color_bar.visible = True
+        else:
+            self.color_bar.visible = False
+        self.last = result
+        if self.on_frame:
+            self.on_frame(result)
+
+    # -- events from the browser -------------------------------------------------------------
+    def _on_ranges(self, event) -> None:
+        if None in (event.x0, event.x1, event.y0, event.y1):
+            return
+        self.view = View(
+            min(event.x0, event.x1),
+            max(event.x0, event.x1),
+            min(event.y0, event.y1),
+            max(event.y0, event.y1),
+        )
+        self.refresh()
+
+    def set_view(self, view: View) -> None:
+        """Move the plot to ``view`` (e.g. from the URL); the resulting range event re-renders."""
+        self.view = view
+        self.figure.x_range.start, self.figure.x_range.end = view.x0, view.x1
+        self.figure.y_range.start, self.figure.y_range.end = view.y0, view.y1
+
+    def _on_selection(self, event) -> None:
+        geom = event.geometry or {}
+        if not event.final or self.on_select is None:
+            return
+        self.on_select(self.select(geom))
+
+    def select(self, geometry: dict) -> np.ndarray:
+        """Store rows inside a Bokeh selection geometry (``rect`` or ``poly``), filters applied."""
+        kind = geometry.get("type")
+        if kind == "rect":
+            x0, x1 = sorted((geometry["x0"], geometry["x1"]))
+            y0, y1 = sorted((geometry["y0"], geometry["y1"]))
+            return self.store.rows_in(View(x0, x1, y0, y1), self._visible_mask(None))
+        if kind == "poly":
+            return self.store.rows_in_polygon(
+                np.asarray(geometry["x"]), np.asarray(geometry["y"]), self._visible_mask(None)
+            )
+        return np.empty(0, dtype=np.int64)
+
+    def _on_tap(self, event) -> None:
+        if self.on_tap is None or event.x is None:
+            return
+        self.on_tap(self.nearest(event.x, event.y))
+
+    def nearest(self, x: float, y: float, px: float = 8.0) -> int | None:
+        """The store row nearest to ``(x, y)`` within ``px`` screen pixels, or None."""
+        w, _ = self._size()
+        radius = px * (self.view.x1 - self.view.x0) / w
+        return self.store.nearest(x, y, radius, self._visible_mask(None))
+
+    @staticmethod
+    def legend_items(store: PointStore, color_by: str, counts: dict[str, int]) -> list[dict]:
+        """Legend entries for a categorical column: name, colour, points in view."""
+        names = store.categories(color_by)
+        colors = category_colors(len(names))
+        return [
+            {"name": n, "color": c, "count": int(counts.get(n, 0))}
+            for n, c in zip(names, colors, strict=True)
+        ]
