@@ -13,7 +13,6 @@ import urllib.parse
 
 import numpy as np
 import pytest
-
 from conftest import PanelServer
 
 pytestmark = pytest.mark.browser
