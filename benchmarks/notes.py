@@ -3,6 +3,10 @@
 GOALS = {
     "embed.pipeline_over_raw": ">= 0.9",
     "reduce.seconds": "1M <= 600 s",
+    "raster.full_view_over_datashader": "<= 1.3",
+    "raster.zoom_1pct_speedup": ">= 10",
+    "raster.bytes_per_interaction": "<= 500 KB",
+    "raster.first_frame_seconds": "<= 5 s at 50M",
 }
 
 NOTES = """
@@ -17,6 +21,23 @@ NOTES = """
   fitted coordinates, then the Hilbert sort and Parquet writes.
 - `synth.seconds`: `embviz synth --points 50000000`: samples, 256 sprites, 2D and 3D projections,
   Hilbert-sorted with per-partition bounds.
+
+- `raster.full_view_seconds`: one explorer frame of the whole synthetic map (`embviz synth`,
+  label colouring, 900x640 px) with no cached aggregate: Datashader count by category over the
+  points in view, our Numba colour mix, spreading, 8-bit palette PNG, base64. Median of 3.
+- `raster.full_view_over_datashader`: that time over plain Datashader on the same in-memory
+  arrays: `Canvas.points(count_cat)` + `tf.shade` + PIL PNG (the DataFrame built outside the
+  timer).
+- `raster.zoom_1pct_speedup`: the full-view frame time over the frame time of a square view
+  around the densest chunk holding 1% of the points (found by bisection on its half-width).
+- `raster.bytes_per_interaction`: the largest JSON payload the server sends for one view
+  change (frame data URI, plus point coordinates, ids, tooltip text and sprite URLs once the
+  view holds at most 3,000 points) over four views: full, 10%, 1% and about 2,000 points.
+- `raster.first_frame_seconds`: from launching `panel serve apps/explorer.py --args DATASET`
+  to the status line of the first frame in headless chromium, with the explorer cache of the
+  dataset already written (it is written on the first load).
+- `plotly.figure_bytes`: `len(fig.to_json())` of the same 1M points as one Plotly `Scattergl`
+  trace coloured by label code: what a Plotly dashboard ships before drawing anything.
 
 Reproduce: `make bench` (all), or `.venv/bin/python benchmarks/run.py --only embed`.
 """

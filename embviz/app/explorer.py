@@ -141,7 +141,9 @@ class Explorer(pn.viewable.Viewer):
             self.map.set_view(View(*map(float, self.view)))
         self._map_pane.object = self.map.figure
         self._capture_doc()
-        self.map.refresh(wait=True)
+        # In a server session the first frame renders on the pool and arrives over the
+        # websocket, so the page is sent at once; elsewhere (tests, scripts) it renders now.
+        self.map.refresh(wait=self.map.doc is None)
 
     def _capture_doc(self) -> None:
         doc = pn.state.curdoc

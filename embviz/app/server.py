@@ -22,7 +22,6 @@ URL_STATE = {
 
 def explorer_page(dataset: str | Path):
     """The explorer page (a Panel template) for ``dataset``, its state synced with the URL."""
-    import holoviews as hv  # noqa: F401  (registers the bokeh extension Panel's panes expect)
     import panel as pn
 
     from . import routes
@@ -41,12 +40,16 @@ def explorer_page(dataset: str | Path):
     )
 
 
-def warm_up(dataset: str | Path) -> None:
-    """Load every 2D map of ``dataset`` and render one frame of each, before any session.
+def warm_up(dataset: str | Path, *, background: bool = True) -> None:
+    """Load every 2D map of ``dataset`` and compile the kernels, before or beside the first session.
 
-    Loads the shared point stores (or writes their cache) and compiles the Numba kernels, so
-    the first visitor does not pay for either.
+    With ``background`` (the default) everything runs in a daemon thread, so the first page is
+    sent while the kernels compile (the browser loads its scripts meanwhile); the first map's
+    full-view frame comes first, then the other maps and frame kinds (zoomed, numeric, density:
+    each a separate Numba compilation).
     """
+    import threading
+
     from embviz.dataset import open_dataset
 
     from .explorer import projection_choices
@@ -54,19 +57,43 @@ def warm_up(dataset: str | Path) -> None:
     from .store import View, load_store
 
     ds = open_dataset(dataset)
-    for choices in projection_choices(ds).values():
-        for projection in choices.values():
-            store = load_store(ds.root, projection)
-            r = Renderer(store)
-            e = store.extent
-            # The full view and a zoomed one (gathered rows) compile different kernel variants.
-            quarter = View(e.x0, (e.x0 + e.x1) / 2, e.y0, (e.y0 + e.y1) / 2)
-            for view in (e, quarter):
-                for col in list(store.categorical)[:1]:
-                    r.render(view, 400, 300, mode="category", color_by=col)
-                for col in list(store.numeric)[:1]:
-                    r.render(view, 400, 300, mode="numeric", color_by=col)
-                r.render(view, 400, 300, mode="density")
+    projections = [p for c in projection_choices(ds).values() for p in c.values()]
+
+    def frames(projection: str, first_only: bool) -> None:
+        store = load_store(ds.root, projection)
+        r = Renderer(store)
+        e = store.extent
+        cats = list(store.categorical)[:1]
+        if first_only:
+            if cats:
+                r.render(e, 400, 300, mode="category", color_by=cats[0])
+            return
+        quarter = View(e.x0, (e.x0 + e.x1) / 2, e.y0, (e.y0 + e.y1) / 2)
+        for view in (e, quarter):
+            for col in cats:
+                r.render(view, 400, 300, mode="category", color_by=col)
+            for col in list(store.numeric)[:1]:
+                r.render(view, 400, 300, mode="numeric", color_by=col)
+            r.render(view, 400, 300, mode="density")
+
+    def rest() -> None:
+        for p in projections:
+            try:
+                frames(p, first_only=False)
+            except Exception:  # warming is an optimisation: a session will report real errors
+                import logging
+
+                logging.getLogger(__name__).exception("warm-up of %s failed", p)
+
+    def everything() -> None:
+        if projections:
+            frames(projections[0], first_only=True)
+        rest()
+
+    if background:
+        threading.Thread(target=everything, name="embviz-warm-up", daemon=True).start()
+    else:
+        everything()
 
 
 def serve(
