@@ -137,8 +137,10 @@ class Explorer(pn.viewable.Viewer):
         self.map.set_style_source(self._style)
         self._build_filters()
         self._apply_filters()
-        if self.view and len(self.view) == 4:
-            self.map.set_view(View(*map(float, self.view)))
+        if self.view and self.view == getattr(self, "_frame_view", None):
+            self.view = []  # the old map's view: its coordinates mean nothing here
+        elif self.view and len(self.view) == 4:
+            self.map.set_view(View(*map(float, self.view)))  # set with it, e.g. by the URL
         self._map_pane.object = self.map.figure
         self._capture_doc()
         # In a server session the first frame renders on the pool and arrives over the
@@ -207,7 +209,7 @@ class Explorer(pn.viewable.Viewer):
             if len(names) > _MAX_FILTER_CHOICES:
                 continue
             w = pn.widgets.MultiChoice(
-                name=f"{name} (empty = all)",
+                label=f"{name} (empty = all)",
                 options=list(names),
                 value=[v for v in self.filters.get(name, []) if v in names],
                 sizing_mode="stretch_width",
@@ -222,7 +224,7 @@ class Explorer(pn.viewable.Viewer):
             lo, hi = float(finite.min()), float(finite.max())
             cur = self.filters.get(name) or [lo, hi]
             w = pn.widgets.RangeSlider(
-                name=name,
+                label=name,
                 start=lo,
                 end=hi,
                 value=(max(lo, float(cur[0])), min(hi, float(cur[1]))),
@@ -275,6 +277,7 @@ class Explorer(pn.viewable.Viewer):
         f = result.frame
         v = f.view
         self.view = [float(v.x0), float(v.x1), float(v.y0), float(v.y1)]
+        self._frame_view = list(self.view)
         mode, col = self._mode()
         if mode == "category":
             self.legend.param.update(
@@ -342,14 +345,14 @@ class Explorer(pn.viewable.Viewer):
     def sidebar(self) -> pn.Column:
         """Controls: data choice, colouring, style, legend and filters."""
         return pn.Column(
-            pn.widgets.Select.from_param(self.param.embedding, name="Embedding"),
-            pn.widgets.Select.from_param(self.param.projection, name="Projection"),
-            pn.widgets.Select.from_param(self.param.color_by, name="Colour by"),
+            pn.widgets.Select.from_param(self.param.embedding, label="Embedding"),
+            pn.widgets.Select.from_param(self.param.projection, label="Projection"),
+            pn.widgets.Select.from_param(self.param.color_by, label="Colour by"),
             self.legend,
             pn.layout.Divider(),
-            pn.widgets.IntSlider.from_param(self.param.point_size, name="Point size"),
-            pn.widgets.FloatSlider.from_param(self.param.opacity, name="Opacity"),
-            pn.widgets.Checkbox.from_param(self.param.dynspread, name="Spread sparse points"),
+            pn.widgets.IntSlider.from_param(self.param.point_size, label="Point size"),
+            pn.widgets.FloatSlider.from_param(self.param.opacity, label="Opacity"),
+            pn.widgets.Checkbox.from_param(self.param.dynspread, label="Spread sparse points"),
             pn.layout.Divider(),
             pn.pane.Markdown("**Filters**"),
             self._filter_widgets,

@@ -1,0 +1,96 @@
+"""The Explorer component in Python (no browser) on the real MNIST demo: state -> frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embviz.app.explorer import Explorer, projection_choices
+from embviz.app.store import View, load_store
+from embviz.dataset import open_dataset
+
+
+@pytest.fixture(scope="module")
+def explorer(demo_dataset):
+    return Explorer(demo_dataset)
+
+
+def points(ex: Explorer) -> int:
+    return ex.map.last.frame.points
+
+
+def test_opens_on_a_neighbour_preserving_map_of_every_point(explorer, demo_dataset):
+    ds = open_dataset(demo_dataset)
+    groups = projection_choices(ds)
+    assert explorer.embedding in groups
+    assert ds.meta(f"projections/{explorer.projection}")["method"] == "umap"
+    assert points(explorer) == 5000
+    assert sorted(explorer.legend.items[i]["name"] for i in range(10)) == [
+        str(d) for d in range(10)
+    ]
+    assert sum(item["count"] for item in explorer.legend.items) == 5000
+    assert "5,000 of 5,000 points in view" in explorer.status
+
+
+def test_sessions_share_one_copy_of_the_points(explorer, demo_dataset):
+    other = Explorer(demo_dataset)
+    assert other.store is explorer.store
+    assert load_store(demo_dataset, explorer.projection) is explorer.store
+
+
+def test_hidden_classes_filters_and_colouring(demo_dataset):
+    ex = Explorer(demo_dataset)
+    ex.hidden = ["1", "7"]
+    ex.map.refresh(wait=True)
+    assert points(ex) == 4000
+    ex.hidden = []
+    ex.filters = {"split": ["test"]}
+    ex.map.refresh(wait=True)
+    n_test = int((open_dataset(demo_dataset).read_pandas("samples")["split"] == "test").sum())
+    assert points(ex) == n_test < 5000
+    ex.filters = {}
+    ex.color_by = "width"
+    ex.map.refresh(wait=True)
+    assert ex.map.last.frame.mode == "numeric" and ex.map.last.frame.span is not None
+    assert not ex.legend.visible
+    ex.color_by = "density"
+    ex.map.refresh(wait=True)
+    assert ex.map.last.frame.mode == "density" and points(ex) == 5000
+
+
+def test_switching_projection_and_embedding(demo_dataset):
+    ex = Explorer(demo_dataset)
+    ds = open_dataset(demo_dataset)
+    groups = projection_choices(ds)
+    for embedding, choices in groups.items():
+        ex.embedding = embedding
+        for name in choices.values():
+            ex.projection = name
+            assert ex.store is load_store(demo_dataset, name)
+            assert points(ex) == 5000
+    assert len(groups) >= 2  # the demo maps two layers
+
+
+def test_view_selection_and_detail(demo_dataset):
+    ex = Explorer(demo_dataset)
+    e = ex.store.extent
+    ex.view = [e.x0, (e.x0 + e.x1) / 2, e.y0, (e.y0 + e.y1) / 2]
+    inside = ex.store.count_in(View(*ex.view))
+    assert points(ex) == inside < 5000
+    # Box selection fills the grid; label counts come from the same rows.
+    rows = ex.map.select({"type": "rect", "x0": e.x0, "x1": e.x1, "y0": e.y0, "y1": e.y1})
+    ex._on_select(rows)
+    assert len(ex.grid.ids) == 5000 and len(ex.grid.grid.items) == 12
+    # A tap on a point opens its record, the full-image URL and neighbours in the embedding.
+    row = int(rows[0])
+    ex._on_tap(ex.store.nearest(float(ex.store.x[row]), float(ex.store.y[row]), 1e-6))
+    sid = int(ex.store.ids[row])
+    assert ex.detail == sid and ex.details.visible_detail
+    assert ex.details.sample["id"] == sid and ex.details.sample["neighbours in"] == "embedding"
+    assert ex.details.image_src.endswith(f"/{sid}")
+    near = ex.details.neighbours
+    assert len(near) == 8 and all(n["id"] != sid for n in near)
+    # Neighbours in the embedding mostly share the label (the demo keeps digits apart).
+    labels = open_dataset(demo_dataset).read_pandas("samples").set_index("id")["label"]
+    agree = np.mean([labels[n["id"]] == labels[sid] for n in near])
+    assert agree >= 0.5
