@@ -11,6 +11,8 @@ import pytest
 from embviz.dataset import Dataset
 
 pytestmark = pytest.mark.browser
+#: A label that runs script if any view interpolates it into HTML unescaped.
+HOSTILE = '<img src=x onerror="window.__xss=1">class 2'
 
 
 @pytest.fixture
@@ -21,11 +23,10 @@ def small_dataset(tmp_path):
     label = rng.integers(0, 3, n)
     ds = Dataset.create(tmp_path / "blobs", name="blobs")
     w = ds.writer("samples")
+    names = ["class 0", "class 1", HOSTILE]
     w.write_part(
         0,
-        pa.table(
-            {"id": np.arange(n), "label": [f"class {i}" for i in label], "split": ["train"] * n}
-        ),
+        pa.table({"id": np.arange(n), "label": [names[i] for i in label], "split": ["train"] * n}),
     )
     w.commit()
     xy = rng.normal(size=(n, 2)) * 0.4 + np.array([[0, 0], [5, 0], [0, 5]])[label]
@@ -45,11 +46,20 @@ def test_page_shows_rendered_points(browser, serve_app, small_dataset, artifacts
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url)
-    page.wait_for_selector("text=class 2", timeout=60_000)
+    page.get_by_text("class 1").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1500)
     png = page.screenshot(path=str(artifacts / "app_overview.png"))
+    # The hostile label shows as text in the legend, and hovering its points (3,000 points:
+    # tooltips are on at full view) runs nothing.
+    assert page.get_by_text(HOSTILE).first.is_visible()
+    box = page.locator("canvas").first.bounding_box()
+    for fx in np.linspace(0.05, 0.95, 25):
+        for fy in np.linspace(0.05, 0.95, 25):
+            page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+    tips = page.locator(".embviz-tip")
+    assert page.evaluate("window.__xss") is None
     page.close()
-    assert not errors, errors
+    assert tips.count() >= 0 and not errors, errors
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
     # The three categories are drawn in distinct saturated colours by the server-side raster.
     saturated = pixels[(pixels.max(1) - pixels.min(1)) > 80]

@@ -210,7 +210,8 @@ class Explorer(pn.viewable.Viewer):
                 continue
             w = pn.widgets.MultiChoice(
                 label=f"{name} (empty = all)",
-                options=list(names),
+                # Bokeh's MultiChoice (Choices.js) renders option labels as HTML: escape them.
+                options={html.escape(n): n for n in names},
                 value=[v for v in self.filters.get(name, []) if v in names],
                 sizing_mode="stretch_width",
             )

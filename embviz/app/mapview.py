@@ -237,14 +237,13 @@ class MapView:
     def _job(self, req: MapRequest) -> None:
         try:
             result = self.compute(req)
-        except Exception as exc:  # a bad frame must never take the session down
+            doc = self.doc
+            if doc is not None:
+                doc.add_next_tick_callback(lambda: self._apply(result))
+        except Exception as exc:  # a bad frame or a closed session must not stop the loop
             import logging
 
             logging.getLogger(__name__).exception("render failed: %s", exc)
-            result = None
-        doc = self.doc
-        if result is not None and doc is not None:
-            doc.add_next_tick_callback(lambda: self._apply(result))
         with self._lock:
             nxt, self._pending = self._pending, None
             if nxt is None:
@@ -263,12 +262,13 @@ class MapView:
             mode=req.mode,
             color_by=req.color_by,
             style=req.style,
-            mask=self._visible_mask(req),
-            mask_key=(req.mask_key, req.style.hidden if req.mode == "category" else None),
+            mask=self.mask,
+            mask_key=req.mask_key,
         )
         result = MapResult(req, frame)
         if frame.points <= self.hover_limit:
-            rows = self.store.rows_in(req.view, self._visible_mask(req))[: self.hover_limit]
+            rows = self._drop_hidden(self.store.rows_in(req.view, self.mask), req)
+            rows = rows[: self.hover_limit]
             ids = self.store.ids[rows]
             thumbs = [self.thumb_url(int(i)) for i in ids] if self.thumb_url else [""] * len(ids)
             text = self.describe(rows) if self.describe else {"text": [""] * len(rows)}
@@ -296,8 +296,14 @@ class MapView:
         result.seconds = time.perf_counter() - t0
         return result
 
-    def _visible_mask(self, req: MapRequest) -> np.ndarray | None:
-        return self.mask
+    def _drop_hidden(self, rows: np.ndarray, req: MapRequest | None = None) -> np.ndarray:
+        """``rows`` without those of hidden legend entries (work in proportion to ``rows``)."""
+        req = req or self.request()
+        if req.mode != "category" or not req.style.hidden or req.color_by is None:
+            return rows
+        codes, names = self.store.categorical[req.color_by]
+        hidden = np.array([i for i, n in enumerate(names) if n in req.style.hidden])
+        return rows[~np.isin(codes[rows], hidden)] if len(hidden) else rows
 
     def _apply(self, result: MapResult) -> None:
         """Push a result into the Bokeh models (runs on the document's thread)."""
@@ -356,10 +362,12 @@ class MapView:
         if kind == "rect":
             x0, x1 = sorted((geometry["x0"], geometry["x1"]))
             y0, y1 = sorted((geometry["y0"], geometry["y1"]))
-            return self.store.rows_in(View(x0, x1, y0, y1), self._visible_mask(None))
+            return self._drop_hidden(self.store.rows_in(View(x0, x1, y0, y1), self.mask))
         if kind == "poly":
-            return self.store.rows_in_polygon(
-                np.asarray(geometry["x"]), np.asarray(geometry["y"]), self._visible_mask(None)
+            return self._drop_hidden(
+                self.store.rows_in_polygon(
+                    np.asarray(geometry["x"]), np.asarray(geometry["y"]), self.mask
+                )
             )
         return np.empty(0, dtype=np.int64)
 
@@ -369,10 +377,23 @@ class MapView:
         self.on_tap(self.nearest(event.x, event.y))
 
     def nearest(self, x: float, y: float, px: float = 8.0) -> int | None:
-        """The store row nearest to ``(x, y)`` within ``px`` screen pixels, or None."""
-        w, _ = self._size()
-        radius = px * (self.view.x1 - self.view.x0) / w
-        return self.store.nearest(x, y, radius, self._visible_mask(None))
+        """The visible store row nearest to ``(x, y)`` within ``px`` screen pixels, or None.
+
+        Distances are measured in screen pixels: the plot does not keep the aspect ratio, so a
+        data unit on x and on y can cover very different numbers of pixels.
+        """
+        w, h = self._size()
+        sx = w / max(self.view.x1 - self.view.x0, 1e-300)  # pixels per data unit
+        sy = h / max(self.view.y1 - self.view.y0, 1e-300)
+        rx, ry = px / sx, px / sy
+        rows = self._drop_hidden(
+            self.store.rows_in(View(x - rx, x + rx, y - ry, y + ry), self.mask)
+        )
+        if not len(rows):
+            return None
+        d2 = ((self.store.x[rows] - x) * sx) ** 2 + ((self.store.y[rows] - y) * sy) ** 2
+        best = int(np.argmin(d2))
+        return int(rows[best]) if d2[best] <= px * px else None
 
     @staticmethod
     def legend_items(store: PointStore, color_by: str, counts: dict[str, int]) -> list[dict]:

@@ -107,6 +107,18 @@ def encode_png(img, *, background: str = "#ffffff") -> bytes:
     return buf.getvalue()
 
 
+def _nonempty(view: View) -> View:
+    """``view`` widened where it has no width or height (all points on one line, or one point)."""
+    x0, x1, y0, y1 = view.x0, view.x1, view.y0, view.y1
+    if not x1 > x0:
+        pad = max(abs(x0) * 1e-3, 0.5)
+        x0, x1 = x0 - pad, x1 + pad
+    if not y1 > y0:
+        pad = max(abs(y0) * 1e-3, 0.5)
+        y0, y1 = y0 - pad, y1 + pad
+    return View(x0, x1, y0, y1)
+
+
 def _numeric_span(values: np.ndarray) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if not len(finite):
@@ -164,10 +176,6 @@ class Renderer:
         key = (view, width, height, mode, color_by, mask_key, hide)
         if key == self._agg_key:
             return self._agg
-        if hide:
-            codes = s.categorical[color_by][0]
-            keep = ~np.isin(codes, np.array(hide, dtype=codes.dtype))
-            mask = keep if mask is None else (mask & keep)
         extra = {}
         if mode == "category":
             extra["c"] = s.categorical[color_by][0]
@@ -186,9 +194,17 @@ class Renderer:
             data["c"] = pd.Categorical.from_codes(cols["c"], categories=names, validate=False)
             agg = canvas.points(pd.DataFrame(data, copy=False), "x", "y", dsh.count_cat("c"))
         elif mode == "category":
-            data["c"] = cols["c"].astype(np.float32)
-            frame = pd.DataFrame(data, copy=False)
+            # Exact per-category counts in view (the picture keeps only each pixel's top code);
+            # counted before hiding so the legend still shows what a hidden entry holds.
+            codes = cols["c"]
+            inside = view.contains(x, y)
+            counts = np.bincount(codes[inside], minlength=len(s.categories(color_by)))
+            if hide:
+                keep = ~np.isin(codes, np.array(hide, dtype=codes.dtype))
+                x, y, codes = x[keep], y[keep], codes[keep]
+            frame = pd.DataFrame({"x": x, "y": y, "c": codes.astype(np.float32)}, copy=False)
             agg = canvas.points(frame, "x", "y", dsh.summary(n=dsh.count(), top=dsh.max("c")))
+            agg.attrs["counts"] = counts
         elif mode == "numeric":
             data["v"] = cols["v"]
             frame = pd.DataFrame(data, copy=False)
@@ -233,9 +249,8 @@ class Renderer:
             count, top = agg["n"], agg["top"]
             code = np.nan_to_num(top.values, nan=0).astype(np.int64)
             n = count.values.astype(np.int64)
-            hit = n > 0
-            per = np.bincount(code[hit], weights=n[hit], minlength=len(names))
-            counts = {name: int(c) for name, c in zip(names, per, strict=True) if c}
+            per = agg.attrs["counts"]
+            counts = {name: int(c) for name, c in zip(names, per, strict=True)}
             rgba = np.zeros((*n.shape, 4), dtype=np.uint8)
             rgba[..., :3] = _rgb(category_colors(len(names)))[code]
             rgba[..., 3] = alpha_lut(n, min_alpha=min(60, alpha), max_alpha=alpha)[
@@ -274,6 +289,7 @@ class Renderer:
     ) -> Frame:
         """Aggregate (or reuse the cached aggregate), shade and encode one frame."""
         t0 = time.perf_counter()
+        view = _nonempty(view)
         hidden_codes: tuple[int, ...] = ()
         if mode == "category" and style.hidden:
             names = self.store.categories(color_by)

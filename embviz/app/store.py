@@ -192,7 +192,8 @@ def _load(root: Path, projection: str) -> PointStore:
     samples = _read_samples(ds, wanted)
     sample_ids = samples.column("id").to_numpy()
     # Sample ids are usually dense (0..n-1): then the join is one array take, not a hash join.
-    order = np.full(int(sample_ids.max()) + 1 if len(sample_ids) else 0, -1, dtype=np.int64)
+    top = max(int(sample_ids.max()) if len(sample_ids) else -1, int(ids.max()) if len(ids) else -1)
+    order = np.full(top + 1, -1, dtype=np.int64)  # ids with no sample stay -1: "(none)" / NaN
     order[sample_ids] = np.arange(len(sample_ids))
     rows = order[ids] if len(ids) else np.empty(0, dtype=np.int64)
     missing = rows < 0
@@ -257,7 +258,7 @@ def _read_samples(ds, wanted: list[str]):
     return pa.concat_tables(parts).unify_dictionaries()
 
 
-_STORES: dict[tuple[str, str, str], PointStore] = {}
+_STORES: dict[tuple[str, str, str, str], PointStore] = {}
 _LOCK = threading.Lock()
 
 
@@ -271,7 +272,8 @@ def load_store(root: str | Path, projection: str) -> PointStore:
 
     ds = open_dataset(root, check_files=False)
     version = ds.table(f"projections/{projection}")["dir"] if projection in ds.projections else ""
-    key = (str(ds.root.resolve()), projection, version)
+    samples = ds.table("samples")["dir"] if ds.has("samples") else ""
+    key = (str(ds.root.resolve()), projection, version, samples)
     with _LOCK:
         store = _STORES.get(key)
         if store is None:
