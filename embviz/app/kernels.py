@@ -5,7 +5,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["alpha_lut", "flatten_over", "mix_categories"]
+__all__ = [
+    "alpha_lut",
+    "category_totals",
+    "flatten_over",
+    "mix_categories",
+    "rgba_density",
+]
 
 
 def alpha_lut(totals: np.ndarray, *, min_alpha: int, max_alpha: int, cap: int = 1 << 16):
@@ -65,3 +71,45 @@ def flatten_over(rgba, background, out):  # pragma: no cover - compiled
             for ch in range(3):
                 out[i, j, ch] = np.uint8(((v >> (8 * ch)) & 255) * a + background[ch] * (1.0 - a))
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def category_totals(counts, visible, totals, per_category):  # pragma: no cover - compiled
+    """One pass over an (H, W, k) stack: visible points per pixel and all points per category."""
+    h, w, k = counts.shape
+    for i in range(h):
+        for j in range(w):
+            t = 0
+            for c in range(k):
+                n = counts[i, j, c]
+                if n:
+                    per_category[c] += n
+                    if visible[c]:
+                        t += n
+            totals[i, j] = t
+    return totals, per_category
+
+
+@numba.njit(nogil=True, cache=True)
+def rgba_density(rgba, px, row_step):  # pragma: no cover - compiled
+    """Datashader's dynspread density (share of drawn pixels with a drawn neighbour within
+    ``px``), estimated on every ``row_step``-th row: the decision needs two digits, not six."""
+    h, w = rgba.shape
+    count = 0
+    with_neighbours = 0
+    for y in range(0, h, row_step):
+        for x in range(w):
+            if (rgba[y, x] >> 24) & 255:
+                count += 1
+                found = 0
+                for i in range(max(0, y - px), min(y + px + 1, h)):
+                    for j in range(max(0, x - px), min(x + px + 1, w)):
+                        if (rgba[i, j] >> 24) & 255:
+                            found += 1
+                            if found > 1:
+                                break
+                    if found > 1:
+                        break
+                if found > 1:
+                    with_neighbours += 1
+    return with_neighbours / count if count else 1.0

@@ -119,6 +119,22 @@ def _nonempty(view: View) -> View:
     return View(x0, x1, y0, y1)
 
 
+def _dynspread(img, *, threshold: float, max_px: int):
+    """Datashader's ``dynspread`` rule (spread by the largest px, up to ``max_px``, that keeps
+    the density under ``threshold``) with the density estimated on every other row."""
+    import datashader.transfer_functions as tf
+
+    from .kernels import rgba_density
+
+    data = np.ascontiguousarray(img.data, dtype=np.uint32)
+    chosen = 0
+    for px in range(1, max_px + 1):
+        if rgba_density(data, px * 2, 2) > threshold:
+            break
+        chosen = px
+    return tf.spread(img, px=chosen) if chosen else img
+
+
 def _numeric_span(values: np.ndarray) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if not len(finite):
@@ -225,14 +241,18 @@ class Renderer:
         counts: dict[str, int] = {}
         span = None
         if mode == "category" and isinstance(agg, xr.DataArray):
-            from .kernels import alpha_lut, mix_categories
+            from .kernels import alpha_lut, category_totals, mix_categories
 
             names = [str(n) for n in agg.coords["c"].values]
-            values = agg.values
-            per = values.sum(axis=(0, 1))
-            counts = {n: int(c) for n, c in zip(names, per, strict=True)}
+            values = np.ascontiguousarray(agg.values)
             visible = np.array([n not in style.hidden for n in names], dtype=np.bool_)
-            totals = values[..., visible].sum(axis=2) if not visible.all() else values.sum(axis=2)
+            totals, per = category_totals(
+                values,
+                visible,
+                np.empty(values.shape[:2], dtype=np.int64),
+                np.zeros(len(names), dtype=np.int64),
+            )
+            counts = {n: int(c) for n, c in zip(names, per, strict=True)}
             rgba = mix_categories(
                 values,
                 _rgb(category_colors(len(names))).astype(np.float32),
@@ -272,7 +292,7 @@ class Renderer:
         if style.point_size > 0:
             img = tf.spread(img, px=int(style.point_size))
         if style.dynspread:
-            img = tf.dynspread(img, threshold=0.5, max_px=3)
+            img = _dynspread(img, threshold=0.5, max_px=3)
         return img, counts, span
 
     def render(
