@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-__all__ = ["URL_STATE", "explorer_page", "serve", "warm_up"]
+__all__ = ["URL_STATE", "bound_dask", "explorer_page", "serve", "warm_up"]
 
 #: Explorer parameters mirrored in the page URL (parameter -> query key), so a link reproduces
 #: the view: projection, colouring, style, hidden classes, filters, zoom and the open sample.
@@ -38,6 +39,21 @@ def explorer_page(dataset: str | Path):
         main=[explorer.main()],
         sidebar_width=320,
     )
+
+
+def bound_dask() -> None:
+    """Give Dask one thread pool of at most one thread per core for the whole server process.
+
+    Frames do not use Dask (the maps are in memory); this bounds anything that does (a
+    Datashader call on a Dask frame, a dataset read) so sessions cannot oversubscribe the CPU.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+
+    if dask.config.get("pool", None) is None:
+        workers = max(1, os.cpu_count() or 1)
+        dask.config.set(scheduler="threads", pool=ThreadPoolExecutor(workers, "embviz-dask"))
 
 
 def warm_up(dataset: str | Path, *, background: bool = True) -> None:
@@ -86,6 +102,7 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
                 logging.getLogger(__name__).exception("warm-up of %s failed", p)
 
     def everything() -> None:
+        bound_dask()
         if projections:
             frames(projections[0], first_only=True)
         rest()
