@@ -26,10 +26,11 @@ _RANK = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
 _MAX_FILTER_CHOICES = 200
 
 
-def projection_choices(ds) -> dict[str, dict[str, str]]:
-    """2D projections grouped by source embedding: ``{embedding: {label: projection}}``."""
+def projection_choices(ds, dims: int = 2) -> dict[str, dict[str, str]]:
+    """Projections with ``dims`` dimensions grouped by source embedding:
+    ``{embedding: {label: projection}}``, neighbour-preserving methods first."""
     groups: dict[str, dict[str, str]] = {}
-    flat = [p for p in ds.projections if ds.meta(f"projections/{p}").get("dims", 2) == 2]
+    flat = [p for p in ds.projections if ds.meta(f"projections/{p}").get("dims", 2) == dims]
     flat.sort(key=lambda p: (_RANK.get(ds.meta(f"projections/{p}").get("method"), 4), p))
     for p in flat:
         meta = ds.meta(f"projections/{p}")
@@ -66,6 +67,13 @@ class Explorer(pn.viewable.Viewer):
     sprite_limit = param.Integer(
         default=400, bounds=(0, 3000), doc="Views holding at most this many points draw images."
     )
+    dims = param.Selector(
+        default="2D", objects=["2D", "3D"], doc="Show the 2D map or the 3D cloud."
+    )
+    projection3d = param.Selector(objects=[], doc="The 3D projection drawn in the 3D view.")
+    budget3d = param.Integer(
+        default=250_000, bounds=(1_000, 2_000_000), doc="Most points the 3D view sends per update."
+    )
     status = param.String(default="", doc="One line about the last frame (points, time, bytes).")
 
     def __init__(self, dataset: str | Path, **params):
@@ -91,15 +99,29 @@ class Explorer(pn.viewable.Viewer):
         )
         self._map_pane = pn.pane.Bokeh(sizing_mode="stretch_width", height=640)
         self.map: MapView | None = None
+        self._groups3 = projection_choices(ds, dims=3)
+        self.cloud = None
+        self._view_area = pn.Column(self._map_pane, sizing_mode="stretch_width")
+        self._hover_card = pn.pane.HTML("", width=150, css_classes=["embviz-hover-card"])
+        self._select_view = pn.widgets.Button(
+            label="Select the points in view", visible=False, css_classes=["embviz-select-view"]
+        )
+        self._select_view.on_click(lambda _: self._select_in_cloud())
         self.param.embedding.objects = list(groups)
         if self.embedding not in groups:
             self.embedding = next(iter(groups))
         self._set_projection_objects()
         self._ready = True
         self._load_projection()
+        self._show_dims()
 
     # -- projection and store ------------------------------------------------------------------
     def _set_projection_objects(self) -> None:
+        choices3 = self._groups3.get(self.embedding) or {}
+        self.param.projection3d.objects = list(choices3.values())
+        self.param.projection3d.names = choices3
+        if choices3 and self.projection3d not in choices3.values():
+            self.projection3d = next(iter(choices3.values()))
         choices = self._groups[self.embedding]
         self.param.projection.objects = list(choices.values())
         self.param.projection.names = choices
@@ -190,6 +212,9 @@ class Explorer(pn.viewable.Viewer):
             self.hidden = []
             return
         self.map.refresh()
+        if self.cloud is not None:
+            self._colour_cloud()
+            self.cloud.refresh(wait=self.cloud.doc is None)
 
     @param.depends("view", watch=True)
     def _follow_view(self) -> None:
@@ -253,7 +278,16 @@ class Explorer(pn.viewable.Viewer):
     def _apply_filters(self) -> None:
         if self.map is None:
             return
-        s = self.store
+        self.map.mask = self._mask_for(self.store)
+        self.map.mask_key = repr(sorted(self.filters.items()))
+        if self.map.last is not None:
+            self.map.refresh()
+        if self.cloud is not None:
+            self.cloud.mask = self._mask_for(self.cloud.store)
+            self.cloud.refresh(wait=self.cloud.doc is None)
+
+    def _mask_for(self, s) -> np.ndarray | None:
+        """The rows of store ``s`` that pass the filters (None: all)."""
         mask = None
         for name, value in sorted(self.filters.items()):
             if name in s.categorical and value:
@@ -268,10 +302,7 @@ class Explorer(pn.viewable.Viewer):
             else:
                 continue
             mask = m if mask is None else (mask & m)
-        self.map.mask = mask
-        self.map.mask_key = repr(sorted(self.filters.items()))
-        if self.map.last is not None:
-            self.map.refresh()
+        return mask
 
     # -- events ---------------------------------------------------------------------------------
     def _on_frame(self, result: MapResult) -> None:
@@ -297,10 +328,10 @@ class Explorer(pn.viewable.Viewer):
         )
         self._status.object = html.escape(self.status)
 
-    def _on_select(self, rows: np.ndarray) -> None:
+    def _on_select(self, rows: np.ndarray, store=None) -> None:
         import pandas as pd
 
-        s = self.store
+        s = store if store is not None else self.store
         col = "label" if "label" in s.categorical else next(iter(s.categorical), None)
         labels = None
         if col is not None:
@@ -310,9 +341,9 @@ class Explorer(pn.viewable.Viewer):
             )
         self.grid.param.update(ids=np.asarray(s.ids[rows]), labels=labels)
 
-    def _on_tap(self, row: int | None) -> None:
+    def _on_tap(self, row: int | None, store=None) -> None:
         if row is not None:
-            self.detail = int(self.store.ids[row])
+            self.detail = int((store if store is not None else self.store).ids[row])
 
     def _open_from(self, event) -> None:
         if event.new is not None and event.new >= 0:
@@ -342,12 +373,92 @@ class Explorer(pn.viewable.Viewer):
             visible_detail=True,
         )
 
+    # -- 3D -------------------------------------------------------------------------------------
+    @param.depends("dims", "projection3d", "budget3d", watch=True)
+    def _show_dims(self) -> None:
+        if not self._ready:
+            return
+        if self.dims != "3D" or not self.projection3d:
+            self._view_area.objects = [self._map_pane]
+            self._select_view.visible = False
+            if self.map is not None and self.map.last is not None:
+                self._on_frame(self.map.last)
+            return
+        from .cloud import load_cloud
+        from .cloud_view import CloudView
+
+        store = load_cloud(self.dataset, self.projection3d)
+        if (
+            self.cloud is None
+            or self.cloud.store is not store
+            or self.cloud.budget != self.budget3d
+        ):
+            self.cloud = CloudView(
+                store,
+                budget=self.budget3d,
+                on_update=self._on_cloud_update,
+                on_tap=lambda row: self._on_tap(row, store),
+                on_hover=lambda row: self._on_hover(row, store),
+            )
+            self.cloud.mask = self._mask_for(store)
+            self._colour_cloud()
+        doc = pn.state.curdoc
+        if doc is not None and getattr(doc, "session_context", None) is not None:
+            self.cloud.doc = doc
+        self._view_area.objects = [pn.Row(self.cloud.pane, self._hover_card)]
+        self._select_view.visible = True
+        self.cloud.refresh(wait=self.cloud.doc is None)
+
+    def _colour_cloud(self) -> None:
+        mode, col = self._mode()
+        hidden = frozenset(self.hidden) if mode == "category" else frozenset()
+        self.cloud.color_by(
+            col if col in self.cloud.store.categorical or col in self.cloud.store.numeric else None,
+            hidden=hidden,
+        )
+
+    def _on_cloud_update(self, update) -> None:
+        kind = "every point in view" if update.in_view else "stratified sample"
+        self.status = (
+            f"3D: {len(update.rows):,} of {self.cloud.store.n:,} points sent ({kind}) · "
+            f"update {1000 * update.seconds:.0f} ms · {update.nbytes / 1024:.0f} KB"
+        )
+        self._status.object = html.escape(self.status)
+
+    def _on_hover(self, row: int | None, store) -> None:
+        if row is None:
+            self._hover_card.object = ""
+            return
+        sid = int(store.ids[row])
+        lines = [f"id {sid}"] + [
+            f"{name}: {names[codes[row]]}" for name, (codes, names) in store.categorical.items()
+        ]
+        img = (
+            f'<img src="{html.escape(self._thumb(sid))}" style="max-width:128px">'
+            if self._thumb
+            else ""
+        )
+        text = "<br>".join(html.escape(line) for line in lines)
+        self._hover_card.object = f"{img}<div style='font-size:12px'>{text}</div>"
+
+    def _select_in_cloud(self) -> None:
+        if self.cloud is not None:
+            self._on_select(self.cloud.rows_in_view(), self.cloud.store)
+
     # -- layout ---------------------------------------------------------------------------------
     def sidebar(self) -> pn.Column:
         """Controls: data choice, colouring, style, legend and filters."""
         return pn.Column(
             pn.widgets.Select.from_param(self.param.embedding, label="Embedding"),
             pn.widgets.Select.from_param(self.param.projection, label="Projection"),
+            *(
+                [
+                    pn.widgets.RadioButtonGroup.from_param(self.param.dims, label="View"),
+                    pn.widgets.Select.from_param(self.param.projection3d, label="3D projection"),
+                ]
+                if self._groups3
+                else []
+            ),
             pn.widgets.Select.from_param(self.param.color_by, label="Colour by"),
             self.legend,
             pn.layout.Divider(),
@@ -364,8 +475,8 @@ class Explorer(pn.viewable.Viewer):
         """The map with its status line, then the selection grid beside the detail panel."""
         self._capture_doc()
         return pn.Column(
-            self._map_pane,
-            self._status,
+            self._view_area,
+            pn.Row(self._status, self._select_view, sizing_mode="stretch_width"),
             pn.Row(self.grid, self.details, sizing_mode="stretch_width"),
             sizing_mode="stretch_both",
         )

@@ -18,6 +18,8 @@ URL_STATE = {
     "filters": "filter",
     "view": "view",
     "detail": "sample",
+    "dims": "dims",
+    "projection3d": "projection3d",
 }
 
 
@@ -28,7 +30,7 @@ def explorer_page(dataset: str | Path):
     from . import routes
     from .explorer import Explorer
 
-    pn.extension(sizing_mode="stretch_width")
+    pn.extension("deckgl", sizing_mode="stretch_width")
     routes.install()  # `panel serve` without --plugins: add the image routes to this server
     explorer = Explorer(dataset)
     if pn.state.location is not None:
