@@ -7,6 +7,8 @@ GOALS = {
     "raster.zoom_1pct_speedup": ">= 10",
     "raster.bytes_per_interaction": "<= 500 KB",
     "raster.first_frame_seconds": "<= 5 s at 50M",
+    "cloud3d.update_seconds": "<= 0.3 s",
+    "cloud3d.points_sent": "<= budget (250,000)",
 }
 
 NOTES = """
@@ -41,6 +43,15 @@ NOTES = """
   dataset already written (it is written on the first load).
 - `plotly.figure_bytes`: `len(fig.to_json())` of the same 1M points as one Plotly `Scattergl`
   trace coloured by label code: what a Plotly dashboard ships before drawing anything.
+
+- `cloud3d.update_seconds`: one 3D view change on a synthetic 3D projection (`embviz synth
+  --dims 3`): the view state (target, zoom) to a box, the sample of at most 250,000 points
+  (voxel-stratified overview, or every point in the box once they fit) and the DataFrame the
+  DeckGL pane sends (float32 x, y, z; uint8 r, g, b; int32 id). Median and max over a sequence
+  of six views (overview, zooms 1-5 into the densest chunk, an orbit).
+- `cloud3d.points_sent`, `cloud3d.bytes_per_update`: the largest sample and payload of that
+  sequence. `cloud3d.rank_seconds`: computing the sampling priorities at load (once, then
+  cached on disk); `cloud3d.load_seconds`: loading cold and with that cache.
 
 Reproduce: `make bench` (all), or `.venv/bin/python benchmarks/run.py --only embed`.
 """

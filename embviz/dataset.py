@@ -237,6 +237,16 @@ class Dataset:
         )
 
     # -- writing -----------------------------------------------------------------------------
+    def explore(self, **params):
+        """The explorer of this dataset (a Panel component): display it in Jupyter, or serve it.
+
+        ``params`` set the :class:`embviz.app.explorer.Explorer` parameters (projection,
+        color_by, filters...). Loads Panel on first use.
+        """
+        from embviz.app.explorer import Explorer
+
+        return Explorer(self.root, **params)
+
     def writer(self, key: str, *, fingerprint: dict[str, Any] | None = None) -> TableWriter:
         """A :class:`TableWriter` for table ``key``; with ``fingerprint`` it resumes a staged write."""
         return TableWriter(self.root, key, fingerprint=fingerprint, dataset=self)

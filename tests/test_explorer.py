@@ -94,3 +94,18 @@ def test_view_selection_and_detail(demo_dataset):
     labels = open_dataset(demo_dataset).read_pandas("samples").set_index("id")["label"]
     agree = np.mean([labels[n["id"]] == labels[sid] for n in near])
     assert agree >= 0.5
+
+
+def test_python_selection_comes_back_and_shows_on_the_map(demo_dataset):
+    import embviz
+
+    ex = embviz.open(demo_dataset).explore()
+    assert isinstance(ex, embviz.Explorer)
+    ids = [3, 10, 4000, 17]
+    ex.select(ids)
+    sel = ex.selected
+    assert sel["id"].tolist() == ids
+    assert {"label", "split", "uri"} <= set(sel.columns)
+    assert len(ex.map.last.highlight["x"]) == len(ids)  # outlined on the full view
+    ex.select([])
+    assert ex.selected.empty

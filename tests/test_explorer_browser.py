@@ -243,9 +243,12 @@ def test_legend_click_hides_a_class_and_url_reproduces_the_view(page, server, ar
     page.locator('.embviz-legend-item[data-name="1"]').click()
     page.locator('.embviz-legend-item[data-name="1"].is-hidden').wait_for(timeout=10_000)
     page.wait_for_function("() => location.search.includes('hide=')", timeout=20_000)
-    page.wait_for_timeout(1500)
-    after_png = page.screenshot(path=str(artifacts / "explorer_9_legend_hidden.png"))
-    after = coloured_pixels(after_png, box)
+    for _ in range(40):  # the new frame arrives over the websocket: poll the picture
+        page.wait_for_timeout(500)
+        after_png = page.screenshot(path=str(artifacts / "explorer_9_legend_hidden.png"))
+        after = coloured_pixels(after_png, box)
+        if near(after) < near(before) / 10:
+            break
     assert near(after) < near(before) / 10, "hiding '1' left its points on the map"
     assert len(after) > len(before) * 0.5, "hiding one class emptied the map"
 
@@ -256,8 +259,11 @@ def test_legend_click_hides_a_class_and_url_reproduces_the_view(page, server, ar
         other.goto(link)
         other.get_by_text(STATUS).first.wait_for(timeout=90_000)
         other.locator('.embviz-legend-item[data-name="1"].is-hidden').wait_for(timeout=20_000)
-        other.wait_for_timeout(1000)
-        again = coloured_pixels(other.screenshot(), plot_box(other))
+        for _ in range(40):
+            other.wait_for_timeout(500)
+            again = coloured_pixels(other.screenshot(), plot_box(other))
+            if len(again) > len(before) * 0.5 and near(again) < near(before) / 10:
+                break
         assert near(again) < near(before) / 10
     finally:
         other.close()

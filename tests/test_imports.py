@@ -37,10 +37,12 @@ def test_public_api_is_pinned():
             "Dataset",
             "DatasetError",
             "EmbvizError",
+            "Explorer",
             "ModelError",
             "Recipe",
             "__version__",
             "load_recipe",
+            "open",
             "open_dataset",
         ]
     )

@@ -24,11 +24,12 @@ __all__ = [
 #: Most points one update sends; browser-side WebGL scatter plots stall near 500K.
 DEFAULT_BUDGET = 250_000
 #: Voxels per axis of the rarity grid: about DEFAULT_BUDGET / 4 voxels in all, so one point
-#: from every non-empty voxel takes at most a quarter of an overview.
+#: from every non-empty voxel takes about a quarter of an overview at most.
 GRID = round((DEFAULT_BUDGET / 4) ** (1 / 3))
 #: Points beyond each voxel's first that the rarest voxels may add to the front of the order:
-#: small isolated clusters come whole, not as one dot, within a tenth of the budget.
-RARE_EXTRA = DEFAULT_BUDGET // 10
+#: a small isolated cluster comes whole, not as one dot, for a fortieth of the budget. More
+#: would inflate sparse regions (a uniform background) at the expense of the density.
+RARE_EXTRA = DEFAULT_BUDGET // 40
 #: The visible sphere's radius is this times half the canvas' larger side (in pixels).
 VIEW_MARGIN = 1.2
 #: A view box covering this share of the extent on every axis is the overview.
@@ -80,6 +81,7 @@ class CloudStore:
     numeric: dict[str, np.ndarray] = field(default_factory=dict)
     _row_of_id: np.ndarray | None = field(default=None, repr=False)
     _overview: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _tier1: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_arrays(
@@ -108,7 +110,7 @@ class CloudStore:
         chunk_rows : rows per chunk whose bounding box is kept.
         seed : seeds the within-voxel order; the same seed gives the same rank.
 
-        Returns a :class:`CloudStore`; the rank takes about a second per 15M rows.
+        Returns a :class:`CloudStore`; the rank takes about 2 s for 50M rows on two cores.
         """
         x, y, z = (np.ascontiguousarray(a, dtype=np.float32) for a in (x, y, z))
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -156,22 +158,29 @@ class CloudStore:
             hit &= (b[:, 2 * axis + 1] >= lo[axis]) & (b[:, 2 * axis] <= hi[axis])
         return np.flatnonzero(hit)
 
-    def rows_in(self, box: Box, mask: np.ndarray | None = None) -> np.ndarray:
-        """Row indices, ascending, of the points exactly inside ``box`` (and ``mask`` when given).
+    def runs(self, box: Box) -> tuple[list[int], list[int]]:
+        """``(starts, stops)`` of the row ranges that may hold points of ``box``.
 
-        Only the chunks meeting the box are read: consecutive chunks form runs, each tested as
-        a slice of the columns (no gathered copy), so work follows the chunks touched.
+        Consecutive chunks meeting the box are merged, so a zoomed view lists few ranges.
         """
         chunks = self.chunks_in(box)
         if not len(chunks):
-            return np.empty(0, dtype=np.int64)
+            return [], []
         breaks = np.flatnonzero(np.diff(chunks) != 1) + 1
         starts = chunks[np.r_[0, breaks]] * self.chunk_rows
         stops = np.minimum(
             (chunks[np.r_[breaks - 1, len(chunks) - 1]] + 1) * self.chunk_rows, self.n
         )
-        parts = []
-        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+        return starts.tolist(), stops.tolist()
+
+    def rows_in(self, box: Box, mask: np.ndarray | None = None) -> np.ndarray:
+        """Row indices, ascending, of the points exactly inside ``box`` (and ``mask`` when given).
+
+        Only the row ranges of the chunks meeting the box are read, each as a slice of the
+        columns (no gathered copy), so work follows the chunks touched, not the dataset.
+        """
+        parts = [np.empty(0, dtype=np.int64)]
+        for a, b in zip(*self.runs(box), strict=True):
             inside = box.contains(self.x[a:b], self.y[a:b], self.z[a:b])
             if mask is not None:
                 inside &= mask[a:b]
@@ -257,24 +266,6 @@ def _rank(x: np.ndarray, y: np.ndarray, z: np.ndarray, *, seed: int = 0) -> np.n
     return rank
 
 
-def _lowest(ranks: np.ndarray, k: int) -> np.ndarray:
-    """Indices into ``ranks`` of its ``k`` lowest values (``k < len(ranks)``), any order.
-
-    Tier-2 keys spread evenly, so the share of them to keep gives a cut-off that leaves a
-    little more than ``k`` candidates: one comparison pass instead of partitioning them all.
-    """
-    tier1 = np.count_nonzero(ranks < _TIER2)
-    if tier1 >= k:
-        keep = np.flatnonzero(ranks < _TIER2)
-    else:
-        rest = len(ranks) - tier1
-        share = min(1.0, ((k - tier1) * 1.05 + 4 * math.sqrt(k) + 64) / rest)
-        keep = np.flatnonzero(ranks < _TIER2 + int(share * 2**32))
-        if len(keep) < k:  # the candidates' keys were unevenly spread: partition them all
-            keep = np.arange(len(ranks))
-    return keep[np.argpartition(ranks[keep], k - 1)[:k]]
-
-
 def sample(
     store: CloudStore,
     box: Box | None,
@@ -293,24 +284,99 @@ def sample(
 
     Returns every row inside ``box`` and ``mask`` when they fit the budget (full density),
     else the ``budget`` of them with the lowest rank: rare voxels whole, one row from every
-    other voxel, and the rest in proportion to the density.
+    other voxel, and the rest in proportion to the density. Work follows the chunks the box
+    meets; when they hold many times the budget, rows are picked by rank before the box test.
     """
     if budget <= 0:
         return np.empty(0, dtype=np.int64)
     if box is None and mask is None:
         cached = store._overview.get(budget)
-        if cached is not None:
-            return cached
-        if store.n <= budget:
-            rows = np.arange(store.n, dtype=np.int64)
-        else:
-            rows = np.sort(_lowest(np.asarray(store.rank), budget)).astype(np.int64, copy=False)
-        store._overview[budget] = rows
-        return rows
+        if cached is None:
+            if store.n <= budget:
+                cached = np.arange(store.n, dtype=np.int64)
+            else:
+                cached = np.sort(_lowest(np.asarray(store.rank), budget)).astype(np.int64)
+            store._overview[budget] = cached
+        return cached
+    starts, stops = ([0], [store.n]) if box is None else store.runs(box)
+    if sum(stops) - sum(starts) > 4 * budget:
+        rows = _sample_by_rank(store, box, starts, stops, budget, mask)
+        if rows is not None:
+            return rows
     rows = np.flatnonzero(mask) if box is None else store.rows_in(box, mask)
     if len(rows) <= budget:
         return rows.astype(np.int64, copy=False)
     return rows[np.sort(_lowest(store.rank[rows], budget))].astype(np.int64, copy=False)
+
+
+def _lowest(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Indices into ``ranks`` of its ``k`` lowest values (``k < len(ranks)``), any order.
+
+    Tier-2 keys spread evenly, so the share of them to keep gives a cut-off that leaves a
+    little more than ``k`` candidates: one comparison pass instead of partitioning them all.
+    """
+    tier1 = np.count_nonzero(ranks < _TIER2)
+    if tier1 >= k:
+        keep = np.flatnonzero(ranks < _TIER2)
+    else:
+        rest = len(ranks) - tier1
+        share = min(1.0, ((k - tier1) * 1.05 + 4 * math.sqrt(k) + 64) / rest)
+        keep = np.flatnonzero(ranks < _TIER2 + int(share * 2**32))
+        if len(keep) < k:  # the candidates' keys were unevenly spread: partition them all
+            keep = np.arange(len(ranks))
+    return keep[np.argpartition(ranks[keep], k - 1)[:k]]
+
+
+def _sample_by_rank(
+    store: CloudStore,
+    box: Box | None,
+    starts: list[int],
+    stops: list[int],
+    budget: int,
+    mask: np.ndarray | None,
+) -> np.ndarray | None:
+    """:func:`sample` for views whose chunks hold many times the budget.
+
+    Only rows below a rank cut-off are tested against the box: all tier-1 rows (a few per
+    voxel), then tier-2 rows under a key share raised until the box holds enough of them.
+    Returns None when the box holds too few points for that to pay (then test every row).
+    """
+
+    def inside(rows: np.ndarray) -> np.ndarray:
+        ok = (
+            np.ones(len(rows), dtype=bool)
+            if box is None
+            else box.contains(store.x[rows], store.y[rows], store.z[rows])
+        )
+        if mask is not None:
+            ok &= mask[rows]
+        return rows[ok]
+
+    if store._tier1 is None:
+        store._tier1 = np.flatnonzero(np.asarray(store.rank) < _TIER2)
+    first = inside(store._tier1)
+    if len(first) >= budget:
+        return np.sort(first[np.argpartition(store.rank[first], budget - 1)[:budget]])
+    need = budget - len(first)
+    share = min(
+        1.0, (need * 1.1 + 64) / (sum(stops) - sum(starts))
+    )  # the lowest share that can be enough
+    while True:
+        cut = _TIER2 + int(share * 2**32)
+        parts = [np.empty(0, dtype=np.int64)]
+        for a, b in zip(starts, stops, strict=True):
+            r = store.rank[a:b]
+            parts.append(np.flatnonzero((r >= _TIER2) & (r < cut)) + a)
+        rest = inside(np.concatenate(parts))
+        if len(rest) >= need or share >= 1.0:
+            break
+        # Keys are spread evenly, so the share found says how much more is needed.
+        share = min(1.0, share * 1.15 * need / max(len(rest), need / 64))
+        if share > 0.25:  # the box holds few of the rows its chunks hold: test them all
+            return None
+    if len(rest) > need:
+        rest = rest[np.argpartition(store.rank[rest], need - 1)[:need]]
+    return np.sort(np.concatenate([first, rest])).astype(np.int64, copy=False)
 
 
 def box_from_view_state(view_state: dict, width: int, height: int, extent: Box) -> Box | None:
@@ -360,7 +426,7 @@ def _load(ds, projection: str) -> CloudStore:
     from .store import _load as _load_flat
 
     key = f"projections/{projection}"
-    if projection in ds.projections and "z" not in ds.table(key)["columns"]:
+    if "z" not in ds.table(key)["columns"]:
         raise DatasetError(
             f"{ds.root}: projection {projection!r} has no z column (it is 2D); the 3D view "
             f"needs a 3D projection, one of "
@@ -394,9 +460,12 @@ def load_cloud(root: str | Path, projection: str) -> CloudStore:
     projection.
     """
     from embviz.dataset import open_dataset
+    from embviz.errors import DatasetError
 
     ds = open_dataset(root, check_files=False)
-    version = ds.table(f"projections/{projection}")["dir"] if projection in ds.projections else ""
+    if projection not in ds.projections:
+        raise DatasetError(f"{ds.root}: no projection {projection!r}; have {ds.projections}")
+    version = ds.table(f"projections/{projection}")["dir"]
     samples = ds.table("samples")["dir"] if ds.has("samples") else ""
     key = (str(ds.root.resolve()), projection, version, samples)
     with _LOCK:

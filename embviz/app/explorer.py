@@ -340,6 +340,10 @@ class Explorer(pn.viewable.Viewer):
                 np.asarray(codes[rows], dtype=np.int64), categories=names
             )
         self.grid.param.update(ids=np.asarray(s.ids[rows]), labels=labels)
+        if self.map is not None:
+            self.map.highlight_rows = self.store.row_of(np.asarray(s.ids[rows]))
+            self.map.highlight_rows = self.map.highlight_rows[self.map.highlight_rows >= 0]
+            self.map.refresh(wait=self.map.doc is None)
 
     def _on_tap(self, row: int | None, store=None) -> None:
         if row is not None:
@@ -372,6 +376,37 @@ class Explorer(pn.viewable.Viewer):
             neighbours=items,
             visible_detail=True,
         )
+
+    # -- Python side (notebooks) -----------------------------------------------------------------
+    @property
+    def selected(self):
+        """The selected samples (box, lasso, 3D view or :meth:`select`) as a pandas DataFrame
+        of their samples-table rows, in selection order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        ids = np.asarray(self.grid.ids if self.grid.ids is not None else [], dtype=np.int64)
+        entry = self._ds.table("samples")
+        wanted = np.unique(ids)
+        tables = []
+        for part in entry["partitions"] if len(ids) else []:
+            lo, hi = part.get("id_range") or (None, None)
+            if lo is not None and not ((wanted >= lo) & (wanted <= hi)).any():
+                continue
+            t = pq.read_table(self._ds.root / entry["dir"] / part["file"])
+            tables.append(t.filter(pc.is_in(t["id"], pa.array(wanted))))
+        if not tables:
+            import pandas as pd
+
+            return pd.DataFrame({c: [] for c in entry["columns"]})
+        frame = pa.concat_tables(tables).to_pandas().set_index("id", drop=False)
+        return frame.reindex(ids).reset_index(drop=True)
+
+    def select(self, ids) -> None:
+        """Select samples by id from Python: they fill the grid and are outlined on the map."""
+        rows = self.store.row_of(np.asarray(list(ids), dtype=np.int64))
+        self._on_select(rows[rows >= 0])
 
     # -- 3D -------------------------------------------------------------------------------------
     @param.depends("dims", "projection3d", "budget3d", watch=True)

@@ -24,6 +24,9 @@ from .store import PointStore, View
 
 __all__ = ["MapRequest", "MapView", "render_pool"]
 
+#: Most selected points outlined on the map per frame (an even subsample beyond).
+HIGHLIGHT_LIMIT = 5000
+
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -61,6 +64,7 @@ class MapResult:
     points: dict[str, list] | None = None
     sprites: dict[str, list] | None = None
     seconds: float = 0.0
+    highlight: dict[str, list] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -98,6 +102,7 @@ class MapView:
         self.on_tap = on_tap
         self.mask: np.ndarray | None = None
         self.mask_key: object = None
+        self.highlight_rows: np.ndarray | None = None
         self.last: MapResult | None = None
         self.doc = None
         self._lock = threading.Lock()
@@ -160,6 +165,17 @@ class MapView:
             anchor="center",
             source=self.sprite_src,
             global_alpha=0.95,
+        )
+        # The current selection, outlined (at most HIGHLIGHT_LIMIT of the selected points in view).
+        self.highlight_src = ColumnDataSource({"x": [], "y": []})
+        fig.scatter(
+            "x",
+            "y",
+            source=self.highlight_src,
+            size=7,
+            fill_alpha=0.0,
+            line_color="#111111",
+            line_width=1.2,
         )
         self.point_src = ColumnDataSource({"x": [], "y": [], "id": [], "thumb": [], "text": []})
         points = fig.scatter(
@@ -293,6 +309,15 @@ class MapView:
                     "w": [w] * len(rows),
                     "h": [h] * len(rows),
                 }
+        hl = self.highlight_rows
+        if hl is not None and len(hl):
+            inside = hl[req.view.contains(self.store.x[hl], self.store.y[hl])]
+            if len(inside) > HIGHLIGHT_LIMIT:
+                inside = inside[:: len(inside) // HIGHLIGHT_LIMIT + 1]
+            result.highlight = {
+                "x": self.store.x[inside].astype(float).tolist(),
+                "y": self.store.y[inside].astype(float).tolist(),
+            }
         result.seconds = time.perf_counter() - t0
         return result
 
@@ -319,6 +344,7 @@ class MapView:
         }
         self.point_src.data = result.points or {k: [] for k in self.point_src.data}
         self.sprite_src.data = result.sprites or {k: [] for k in self.sprite_src.data}
+        self.highlight_src.data = result.highlight or {"x": [], "y": []}
         if f.mode == "numeric" and f.span:
             from .raster import palette
 
