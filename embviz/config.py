@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,9 +16,12 @@ __all__ = [
     "EmbedConfig",
     "Recipe",
     "ReduceConfig",
+    "ReportSettings",
     "SourceConfig",
+    "check_schedule",
     "from_mapping",
     "load_recipe",
+    "load_report_settings",
     "load_yaml",
 ]
 
@@ -83,6 +87,60 @@ class Recipe:
     scheduler: str | None = None
     embed: list[EmbedConfig] = field(default_factory=list)
     reduce: list[ReduceConfig] = field(default_factory=list)
+
+
+@dataclass
+class ReportSettings:
+    """Scheduled reports (``config/reports.yaml``): which dataset, where to, and when.
+
+    Give exactly one of ``cron`` and ``period``.
+    """
+
+    dataset: str  #: dataset directory
+    out_dir: str  #: folder of the dated reports and their index.html
+    cron: str | None = None  #: cron expression, in UTC ("0 6 * * *": daily at 06:00)
+    period: str | None = None  #: or a period: "30s", "15m", "6h", "1d", "1w", "1h30m"
+    png: bool = False  #: also write the overview maps as PNG files
+    title: str | None = None  #: report title (default "embviz report: <dataset name>")
+    name: str | None = None  #: task name (default "embviz-report-<dataset name>")
+    width: int = 900  #: overview map width in pixels
+    height: int = 640  #: overview map height in pixels
+
+
+_PERIOD_RE = re.compile(r"(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+(\.\d+)?s)?")
+
+
+def check_schedule(*, cron: str | None, period: str | None, where: str) -> None:
+    """Check that exactly one of ``cron`` / ``period`` is given and that it parses.
+
+    ``period`` uses Panel's form (``1w``, ``2d``, ``6h``, ``15m``, ``30s``, combined in that
+    order: ``1h30m``); ``cron`` needs the ``croniter`` package, as Panel's scheduler does.
+    """
+    if (cron is None) == (period is None):
+        raise ConfigError(f"{where}: give exactly one of 'cron' and 'period'")
+    if period is not None and (not period or not _PERIOD_RE.fullmatch(period)):
+        raise ConfigError(
+            f"{where}: period: {period!r} is not a period; use e.g. '30s', '15m', '6h', '1d', "
+            "'1w' or '1h30m'"
+        )
+    if period is not None and not any(c.isdigit() and c != "0" for c in period):
+        raise ConfigError(f"{where}: period: {period!r} is zero; give a positive period")
+    if cron is not None:
+        from croniter import croniter
+
+        if not croniter.is_valid(cron):
+            raise ConfigError(
+                f"{where}: cron: {cron!r} is not a cron expression; e.g. '0 6 * * *' (06:00 UTC)"
+            )
+
+
+def load_report_settings(path: str | Path) -> ReportSettings:
+    """Load and validate a report settings file; a bad key raises :class:`ConfigError` naming it."""
+    settings = from_mapping(ReportSettings, load_yaml(path), where=str(path))
+    check_schedule(cron=settings.cron, period=settings.period, where=str(path))
+    if settings.width < 16 or settings.height < 16:
+        raise ConfigError(f"{path}: width and height must be at least 16 pixels")
+    return settings
 
 
 def load_yaml(path: str | Path) -> Any:

@@ -71,7 +71,10 @@ class PanelServer:
         from pathlib import Path
 
         self.port = free_port()
-        app = Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
+        app = Path(
+            os.environ.get("EMBVIZ_TEST_APP")
+            or Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
+        )
         cmd = [
             sys.executable,
             "-m",

@@ -72,9 +72,9 @@ def test_events_map_picked_indices_to_rows_and_updates_keep_the_old_points(store
     view._on_click(SimpleNamespace(new={"index": 10**9}))
     assert taps[-1] is None
     # A failing sample leaves the current points (and the session) as they were.
-    view.compute = lambda state: (_ for _ in ()).throw(RuntimeError("boom"))  # type: ignore[method-assign]
+    view.compute = lambda state, seq=0: (_ for _ in ()).throw(RuntimeError("boom"))  # type: ignore[method-assign]
     view._busy = True
-    view._job({"target": [0, 0, 0], "zoom": 3})
+    view._job(({"target": [0, 0, 0], "zoom": 3}, 99))
     np.testing.assert_array_equal(view.rows, before)
     assert view._busy is False
 

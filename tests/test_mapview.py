@@ -309,3 +309,14 @@ def test_hidden_categories_get_no_tooltips_or_sprites(store):
     codes = store.categorical["label"][0]
     assert len(res.points["id"]) == res.frame.points
     assert not (codes[store.row_of(np.array(res.points["id"]))] == 0).any()
+
+
+def test_an_older_frame_never_replaces_a_newer_one(store):
+    # Bokeh may run callbacks queued before the browser connects out of order.
+    mv = MapView(store)
+    old, new = mv.request(), mv.request()
+    assert new.seq > old.seq
+    newer, older = mv.compute(new), mv.compute(old)
+    mv._apply(newer)
+    mv._apply(older)
+    assert mv.last is newer

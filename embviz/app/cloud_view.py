@@ -32,6 +32,7 @@ class CloudUpdate:
     in_view: bool  #: True when the view box held few enough points to send them all
     seconds: float
     nbytes: int
+    seq: int = 0  #: issue order of the request: an older update never replaces a newer one
 
 
 class CloudView:
@@ -65,7 +66,9 @@ class CloudView:
         self._size = (900, height)
         self._lock = threading.Lock()
         self._busy = False
-        self._pending: dict | None = None
+        self._pending: tuple[dict, int] | None = None
+        self._seq = 0
+        self._shown = 0
         self._initial = self._fit_view()
         self.pane = pn.pane.DeckGL(
             self._spec(self._frame(np.empty(0, dtype=np.int64))),
@@ -160,7 +163,12 @@ class CloudView:
         )
 
     # -- updates --------------------------------------------------------------------------------
-    def compute(self, view_state: dict | None) -> CloudUpdate:
+    def _next_seq(self) -> int:
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    def compute(self, view_state: dict | None, seq: int = 0) -> CloudUpdate:
         """The sample for ``view_state`` (None or {}: the overview) and the frame to send."""
         t0 = time.perf_counter()
         box = (
@@ -170,7 +178,7 @@ class CloudView:
         frame = self._frame(rows)
         nbytes = int(sum(frame[c].to_numpy().nbytes for c in frame.columns))
         in_view = box is not None and len(rows) < self.budget
-        return CloudUpdate(rows, frame, in_view, time.perf_counter() - t0, nbytes)
+        return CloudUpdate(rows, frame, in_view, time.perf_counter() - t0, nbytes, seq)
 
     def _visible_mask(self) -> np.ndarray | None:
         hidden = getattr(self, "_hidden_codes", np.empty(0))
@@ -183,23 +191,25 @@ class CloudView:
     def refresh(self, *, wait: bool = False) -> CloudUpdate | None:
         """Sample the current view again (after a colour or filter change)."""
         if wait or self.doc is None:
-            update = self.compute(self.view_state)
+            update = self.compute(self.view_state, self._next_seq())
             self._apply(update)
             return update
         self._submit(dict(self.view_state))
         return None
 
     def _submit(self, view_state: dict) -> None:
+        seq = self._next_seq()
         with self._lock:
             if self._busy:
-                self._pending = view_state
+                self._pending = (view_state, seq)
                 return
             self._busy = True
-        render_pool().submit(self._job, view_state)
+        render_pool().submit(self._job, (view_state, seq))
 
-    def _job(self, view_state: dict) -> None:
+    def _job(self, job: tuple[dict, int]) -> None:
+        view_state, seq = job
         try:
-            update = self.compute(view_state)
+            update = self.compute(view_state, seq)
             if self.doc is not None:
                 self.doc.add_next_tick_callback(lambda: self._apply(update))
         except Exception as exc:  # a failed sample must not stop the session
@@ -214,6 +224,9 @@ class CloudView:
             render_pool().submit(self._job, nxt)
 
     def _apply(self, update: CloudUpdate) -> None:
+        if update.seq < self._shown:  # queued callbacks may run out of order: newest wins
+            return
+        self._shown = update.seq
         self.rows = update.rows
         self.pane.object = self._spec(update.frame)
         self.last = update

@@ -53,6 +53,7 @@ class MapRequest:
     color_by: str | None
     style: Style
     mask_key: object = None
+    seq: int = field(default=0, compare=False)  #: issue order: later requests win
 
 
 @dataclass
@@ -108,6 +109,8 @@ class MapView:
         self._lock = threading.Lock()
         self._busy = False
         self._pending: MapRequest | None = None
+        self._seq = 0  # requests issued
+        self._shown = 0  # seq of the frame on screen
         self._default_size = (width, height)
         self._style_fn: Callable[[], tuple[str, str | None, Style]] = lambda: (
             "category",
@@ -228,7 +231,10 @@ class MapView:
         """The request for ``view`` (default: the current one) with the current style."""
         mode, color_by, style = self._style_fn()
         w, h = self._size()
-        return MapRequest(view or self.view, w, h, mode, color_by, style, self.mask_key)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        return MapRequest(view or self.view, w, h, mode, color_by, style, self.mask_key, seq)
 
     def refresh(self, view: View | None = None, *, wait: bool = False) -> MapResult | None:
         """Render the current view again (after a style, colour or filter change)."""
@@ -331,7 +337,14 @@ class MapView:
         return rows[~np.isin(codes[rows], hidden)] if len(hidden) else rows
 
     def _apply(self, result: MapResult) -> None:
-        """Push a result into the Bokeh models (runs on the document's thread)."""
+        """Push a result into the Bokeh models (runs on the document's thread).
+
+        Callbacks queued before the browser connects may run out of order: a result older
+        than the one on screen is dropped, so the last request always wins.
+        """
+        if result.request.seq < self._shown:
+            return
+        self._shown = result.request.seq
         f = result.frame
         v = f.view
         url = "data:image/png;base64," + base64.b64encode(f.png).decode("ascii")

@@ -1,0 +1,306 @@
+"""What a report says about a dataset: its map, counts, score picks and split shift, as arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "SCORE_COLUMNS",
+    "Categories",
+    "Picks",
+    "Samples",
+    "choose_projection",
+    "crosstab",
+    "duplicate_groups",
+    "load_samples",
+    "read_samples",
+    "read_thumbnails",
+    "reference_split",
+    "split_shift",
+    "top_rows",
+]
+
+#: Score columns a report looks for, in ``samples`` or a ``scores`` table joined on ``id``:
+#: ``outlier_score`` (higher = more unusual), ``label_issue_score`` (higher = label more
+#: likely wrong), ``duplicate_group`` (int, -1 = none).
+SCORE_COLUMNS = ("outlier_score", "label_issue_score", "duplicate_group")
+
+#: Neighbour-preserving methods first, the explorer's order (copied: importing the explorer
+#: would load Panel).
+_RANK = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
+
+
+def choose_projection(ds) -> str | None:
+    """The first 2D projection of ``ds``: UMAP, then PaCMAP, t-SNE, PCA, anything else; by name."""
+
+    def dims(p: str) -> int:
+        entry = ds.table(f"projections/{p}")
+        return int(entry["meta"].get("dims") or (3 if "z" in entry["columns"] else 2))
+
+    flat = [p for p in ds.projections if dims(p) == 2]
+    flat.sort(key=lambda p: (_RANK.get(ds.meta(f"projections/{p}").get("method"), 4), p))
+    return flat[0] if flat else None
+
+
+@dataclass
+class Categories:
+    """A categorical column as integer codes into sorted names (``(none)`` for missing values)."""
+
+    codes: np.ndarray
+    names: list[str]
+
+    @classmethod
+    def of(cls, column) -> Categories:
+        """Codes and names of a pyarrow (chunked) column; strings, booleans or integers."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not pa.types.is_dictionary(column.type):
+            column = pc.dictionary_encode(column.combine_chunks())
+            column = pa.chunked_array([column])
+        chunks = column.chunks
+        if any(not c.dictionary.equals(chunks[0].dictionary) for c in chunks[1:]):
+            merged = pc.dictionary_encode(column.cast(column.type.value_type).combine_chunks())
+            chunks = [merged]
+        names = [str(v) for v in chunks[0].dictionary.to_pylist()] if chunks else []
+        none = len(names)
+        codes = np.concatenate(
+            [c.indices.fill_null(none).to_numpy() for c in chunks] or [np.empty(0, np.int32)]
+        ).astype(np.int64, copy=False)
+        if len(codes) and codes.max(initial=0) == none:
+            names.append("(none)")
+        # Sorted names, as the explorer's store sorts them, so colours match the app's.
+        perm = np.argsort(np.array(names, dtype=object), kind="stable")
+        remap = np.empty(len(names), dtype=np.int64)
+        remap[perm] = np.arange(len(names))
+        return cls(remap[codes] if len(names) else codes, [names[i] for i in perm])
+
+    @classmethod
+    def constant(cls, n: int, name: str) -> Categories:
+        """Every one of ``n`` rows in the one category ``name``."""
+        return cls(np.zeros(n, dtype=np.int64), [name])
+
+
+def read_samples(ds, columns: list[str]):
+    """The samples' ``id`` and ``columns`` as a pyarrow Table, strings dictionary-encoded.
+
+    Parquet decodes string columns straight into dictionaries, so tens of millions of rows
+    cost no per-row Python objects. Only the listed columns are read.
+    """
+    from embviz.app.store import _read_samples
+
+    return _read_samples(ds, [c for c in columns if c != "id"])
+
+
+@dataclass
+class Samples:
+    """The samples columns a report uses, row-aligned with ``ids``."""
+
+    ids: np.ndarray  #: sample ids
+    labels: Categories  #: ``label`` (or one ``(all)`` category when there is none)
+    splits: Categories  #: ``split`` (or one ``(all)`` category)
+    columns: list[str]  #: categorical columns present: ``label``, ``split``, ``cluster``
+    clusters: Categories | None = None  #: ``cluster`` when the samples have one
+    thumb_ids: np.ndarray | None = None  #: ``thumb_id`` (-1 = none), read only for galleries
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  #: the SCORE_COLUMNS present
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return len(self.ids)
+
+
+def load_samples(ds) -> Samples:
+    """Read only what a report needs: label, split, cluster; thumb_id and scores if scored.
+
+    Score columns come from ``samples`` or, for those it lacks, a ``scores`` table joined on
+    ``id`` (NaN, or -1 for ``duplicate_group``, where a sample has no score row).
+    """
+    types = ds.table("samples")["columns"]
+    in_samples = [c for c in SCORE_COLUMNS if c in types]
+    in_scores = []
+    if ds.has("scores"):
+        have = ds.table("scores")["columns"]
+        in_scores = [c for c in SCORE_COLUMNS if c in have and c not in types]
+    present = [c for c in ("label", "split", "cluster") if c in types]
+    wanted = list(present)
+    if in_samples or in_scores:
+        wanted += [c for c in ("thumb_id",) if c in types] + in_samples
+    table = read_samples(ds, wanted)
+    n = table.num_rows
+
+    def cats(name: str) -> Categories:
+        return (
+            Categories.of(table.column(name))
+            if name in present
+            else Categories.constant(n, "(all)")
+        )
+
+    samples = Samples(
+        ids=table.column("id").to_numpy(),
+        labels=cats("label"),
+        splits=cats("split"),
+        columns=present,
+        clusters=cats("cluster") if "cluster" in present else None,
+    )
+    if "thumb_id" in wanted:
+        samples.thumb_ids = table.column("thumb_id").fill_null(-1).to_numpy()
+    for c in in_samples:
+        col = table.column(c)
+        col = col.fill_null(-1) if c == "duplicate_group" else col  # floats: nulls become NaN
+        samples.scores[c] = col.to_numpy(zero_copy_only=False)
+    if in_scores:
+        samples.scores |= _scores_by_row(ds, samples.ids, in_scores)
+    return samples
+
+
+def _scores_by_row(ds, ids: np.ndarray, columns: list[str]) -> dict[str, np.ndarray]:
+    """Columns of the ``scores`` table aligned with the samples rows."""
+    table = ds.read_arrow("scores", columns=["id", *columns])
+    sid = table.column("id").to_numpy()
+    where = np.full(int(max(ids.max(initial=-1), sid.max(initial=-1))) + 1, -1, dtype=np.int64)
+    where[sid] = np.arange(len(sid))
+    rows = where[ids]
+    hit = rows >= 0
+    out = {}
+    for c in columns:
+        group = c == "duplicate_group"
+        values = table.column(c)
+        values = (values.fill_null(-1) if group else values).to_numpy(zero_copy_only=False)
+        filled = np.full(len(ids), -1 if group else np.nan, dtype=values.dtype if group else float)
+        filled[hit] = values[rows[hit]]
+        out[c] = filled
+    return out
+
+
+def crosstab(rows: Categories, cols: Categories) -> np.ndarray:
+    """Counts of every (row category, column category) pair: an int64 array (rows, cols)."""
+    nr, nc = len(rows.names), len(cols.names)
+    flat = np.bincount(rows.codes * nc + cols.codes, minlength=nr * nc)
+    return flat.reshape(nr, nc)
+
+
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the ``k`` highest finite scores, highest first (O(n), not a full sort)."""
+    s = np.asarray(scores)
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
+    finite = np.isfinite(s)
+    k = min(k, int(finite.sum()))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    if not finite.all():  # argpartition sorts NaN last, i.e. as the highest
+        s = np.where(finite, s, -np.inf)
+    part = np.argpartition(s, len(s) - k)[len(s) - k :]
+    return part[np.argsort(-s[part], kind="stable")]
+
+
+@dataclass
+class Picks:
+    """The largest duplicate groups and some of their rows."""
+
+    groups: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  #: (group, size, rows)
+    n_groups: int = 0  #: groups with at least two rows
+    n_rows: int = 0  #: rows in such groups
+
+
+def duplicate_groups(group: np.ndarray, *, top: int, per_group: int) -> Picks:
+    """The ``top`` largest groups (ties: smaller id first) of ``group`` (-1 = no group)."""
+    group = np.asarray(group)
+    valid = np.flatnonzero(group >= 0)
+    if not len(valid):
+        return Picks()
+    g = group[valid].astype(np.int64, copy=False)
+    if g.max() <= 4 * len(group) + 1024:
+        sizes = np.bincount(g)
+        ids = np.flatnonzero(sizes >= 2)
+        counts = sizes[ids]
+    else:  # sparse, huge group ids: a sort instead of a counting array
+        ids, counts = np.unique(g, return_counts=True)
+        keep = counts >= 2
+        ids, counts = ids[keep], counts[keep]
+    order = np.lexsort((ids, -counts))[:top]
+    chosen, sizes_chosen = ids[order], counts[order]
+    hit = valid[np.isin(g, chosen)]
+    picks = Picks(n_groups=len(ids), n_rows=int(counts.sum()))
+    for gid, size in zip(chosen, sizes_chosen, strict=True):
+        rows = hit[group[hit] == gid][:per_group]
+        picks.groups.append((int(gid), int(size), rows))
+    return picks
+
+
+def read_thumbnails(ds, thumb_ids) -> dict[int, bytes]:
+    """Image bytes of the given thumbnail ids, read in one filtered pass per partition."""
+    import pyarrow.parquet as pq
+
+    wanted = np.unique(np.asarray([t for t in thumb_ids if t is not None and t >= 0], np.int64))
+    if not len(wanted) or not ds.has("thumbnails"):
+        return {}
+    entry = ds.table("thumbnails")
+    found: dict[int, bytes] = {}
+    for part in entry["partitions"]:
+        lo, hi = part.get("id_range") or (None, None)
+        here = wanted if lo is None else wanted[(wanted >= lo) & (wanted <= hi)]
+        if not len(here):
+            continue
+        table = pq.read_table(
+            ds.root / entry["dir"] / part["file"],
+            columns=["thumb_id", "image"],
+            filters=[("thumb_id", "in", [int(t) for t in here])],
+        )
+        for tid, image in zip(
+            table.column("thumb_id").to_pylist(), table.column("image").to_pylist(), strict=True
+        ):
+            found[int(tid)] = image
+    return found
+
+
+def reference_split(names: list[str], counts: np.ndarray) -> str:
+    """The split others are compared with: ``train`` (any case), else the largest."""
+    for name in names:
+        if name.lower() == "train":
+            return name
+    return names[int(np.argmax(counts))]
+
+
+def split_shift(
+    x: np.ndarray,
+    y: np.ndarray,
+    codes: np.ndarray,
+    reference: int,
+    other: int,
+    *,
+    sample: int = 20_000,
+    k: int = 15,
+    seed: int = 0,
+) -> float | None:
+    """How well a kNN classifier on the 2D map tells split ``other`` from ``reference``.
+
+    The cross-validated (5-fold) ROC AUC of scikit-learn's ``KNeighborsClassifier`` with
+    ``k`` neighbours on a seeded sample of at most ``sample`` points of each split: 0.5 means
+    the two splits cover the map alike, 1.0 that they do not overlap. None when either split
+    has fewer than ``4 * k`` points.
+    """
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(seed)
+    picked = []
+    for code in (reference, other):
+        rows = np.flatnonzero(codes == code)
+        if len(rows) < 4 * k:
+            return None
+        if len(rows) > sample:
+            rows = np.sort(rng.choice(rows, sample, replace=False))
+        picked.append(rows)
+    rows = np.concatenate(picked)
+    features = np.column_stack([x[rows], y[rows]]).astype(np.float64)
+    target = np.r_[np.zeros(len(picked[0]), np.int8), np.ones(len(picked[1]), np.int8)]
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    proba = cross_val_predict(
+        KNeighborsClassifier(n_neighbors=k), features, target, cv=folds, method="predict_proba"
+    )[:, 1]
+    return float(roc_auc_score(target, proba))
