@@ -53,5 +53,9 @@ NOTES = """
   sequence. `cloud3d.rank_seconds`: computing the sampling priorities at load (once, then
   cached on disk); `cloud3d.load_seconds`: loading cold and with that cache.
 
+- `report.seconds`: `embviz report` of a synthetic dataset (label and split maps, counts,
+  per-split density maps and kNN shift AUCs, manifest) to one self-contained HTML file, with the
+  explorer cache present; median of 3 after a warm-up.
+
 Reproduce: `make bench` (all), or `.venv/bin/python benchmarks/run.py --only embed`.
 """

@@ -30,6 +30,13 @@ def _number(text: str) -> float | int:
     return int(value) if value.is_integer() and value >= 1 else value
 
 
+def _pixels(text: str) -> int:
+    value = int(text)
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"expected at least 16 pixels, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embviz", description="Explore embeddings of image datasets.")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -119,11 +126,30 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="validate a dataset and print its tables")
     s.add_argument("dataset")
 
+    s = sub.add_parser("report", help="write a self-contained HTML report of a dataset")
+    s.add_argument("dataset")
+    s.add_argument("--out", required=True, help="HTML file to write, e.g. reports/today.html")
+    s.add_argument("--png", action="store_true", help="also write the maps as <stem>-*.png")
+    s.add_argument("--title", help="page title (default: embviz report: <dataset name>)")
+    s.add_argument("--width", type=_pixels, default=900, help="map width in pixels")
+    s.add_argument("--height", type=_pixels, default=640, help="map height in pixels")
+    s.add_argument(
+        "--index",
+        action="store_true",
+        help="write index.html beside --out listing its reports (an index embviz wrote "
+        "before is always updated)",
+    )
+
     s = sub.add_parser("serve", help="serve the explorer app for a dataset")
     s.add_argument("dataset")
     s.add_argument("--port", type=int, default=5006)
     s.add_argument("--address", default="localhost")
     s.add_argument("--show", action="store_true", help="open a browser tab")
+    s.add_argument(
+        "--reports",
+        default=None,
+        help="report schedule settings (config/reports.yaml): the server writes dated reports",
+    )
     return p
 
 
@@ -242,10 +268,30 @@ def _run(args: argparse.Namespace) -> int:
             },
             "steps": [s["step"] for s in ds.manifest["steps"]],
         }
+    elif cmd == "report":
+        from embviz.report import is_embviz_index, update_index, write_report
+
+        r = write_report(
+            args.dataset,
+            args.out,
+            png=args.png,
+            title=args.title,
+            width=args.width,
+            height=args.height,
+        )
+        folder = Path(args.out).parent
+        if args.index or is_embviz_index(folder / "index.html"):
+            update_index(folder)
     elif cmd == "serve":
         from embviz.app.server import serve
 
-        serve(Path(args.dataset), port=args.port, address=args.address, show=args.show)
+        serve(
+            Path(args.dataset),
+            port=args.port,
+            address=args.address,
+            show=args.show,
+            reports=args.reports,
+        )
         return 0
     else:  # pragma: no cover - argparse rejects unknown commands
         raise AssertionError(cmd)

@@ -23,8 +23,12 @@ URL_STATE = {
 }
 
 
-def explorer_page(dataset: str | Path):
-    """The explorer page (a Panel template) for ``dataset``, its state synced with the URL."""
+def explorer_page(dataset: str | Path, *, reports: str | Path | None = None):
+    """The explorer page (a Panel template) for ``dataset``, its state synced with the URL.
+
+    ``reports``: a report settings file (``config/reports.yaml``) whose schedule this server
+    process runs (registered once per process, whichever session comes first).
+    """
     import panel as pn
 
     from . import routes
@@ -32,6 +36,10 @@ def explorer_page(dataset: str | Path):
 
     pn.extension("deckgl", sizing_mode="stretch_width")
     routes.install()  # `panel serve` without --plugins: add the image routes to this server
+    if reports:
+        from .schedule import schedule_from_settings
+
+        schedule_from_settings(reports)
     explorer = Explorer(dataset)
     if pn.state.location is not None:
         pn.state.location.sync(explorer, URL_STATE)
@@ -116,16 +124,28 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
 
 
 def serve(
-    dataset: str | Path, *, port: int = 5006, address: str = "localhost", show: bool = False
+    dataset: str | Path,
+    *,
+    port: int = 5006,
+    address: str = "localhost",
+    show: bool = False,
+    reports: str | Path | None = None,
 ) -> None:
-    """Serve the explorer for ``dataset`` at ``http://address:port/explorer`` until interrupted."""
+    """Serve the explorer for ``dataset`` at ``http://address:port/explorer`` until interrupted.
+
+    ``reports``: a report settings file; its schedule runs in this server process.
+    """
     import panel as pn
 
     from . import routes
 
     warm_up(dataset)  # fails now, with the dataset's own message, rather than per session
+    if reports:
+        from embviz.config import load_report_settings
+
+        load_report_settings(reports)  # a bad settings file fails now, naming the key
     pn.serve(
-        {"explorer": lambda: explorer_page(dataset)},
+        {"explorer": lambda: explorer_page(dataset, reports=reports)},
         port=port,
         address=address,
         show=show,
