@@ -382,3 +382,39 @@ def test_scheduled_reports_run_while_a_session_keeps_rendering(browser, plain, t
     index = (out / "index.html").read_text()
     assert reports[-1].name in index or reports[-2].name in index
     assert "Traceback" not in log_path.read_text()
+
+
+@pytest.mark.browser
+def test_report_of_the_demo_dataset(browser, demo_dataset, tmp_path):
+    """The issue's check on the real MNIST demo: images present, counts match, offline."""
+    path = tmp_path / "demo.html"
+    r = write_report(demo_dataset, path, png=True)
+    text = path.read_text()
+    page_cells = parse(text)
+    sizes = []
+    for src in page_cells.images:
+        mime, payload = URI.fullmatch(src).groups()
+        img = Image.open(io.BytesIO(base64.b64decode(payload)))
+        img.load()
+        sizes.append((mime, img.size))
+    assert sizes.count(("image/png", (900, 640))) == 2  # the label and split maps
+    assert len(r.pngs) == 2 and all(Path(p).exists() for p in r.pngs)
+    want = expected_counts(demo_dataset)
+    got = {
+        (a["data-label"], a["data-split"]): int(v.replace(",", ""))
+        for a, v in page_cells.cells
+        if "data-label" in a
+    }
+    assert {k: v for k, v in got.items() if v} == want
+    assert r.rows == 5000 and sorted(r.labels) == [str(d) for d in range(10)]
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url))
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    decoded = page.evaluate(
+        "Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)"
+    )
+    page.close()
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests
+    assert decoded and all(decoded)
