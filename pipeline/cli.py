@@ -106,6 +106,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="Dask scheduler address")
     s.add_argument("--force", action="store_true", help="recompute even if already done")
 
+    s = sub.add_parser("index", help="build a nearest-neighbour index and every row's k neighbours")
+    s.add_argument("dataset")
+    s.add_argument("--embedding", required=True, help="embedding name (<model>.<layer>)")
+    s.add_argument("-k", type=int, default=10, help="neighbours stored per row")
+    s.add_argument("--metric", default="cosine", choices=["cosine", "l2"])
+    s.add_argument(
+        "--exact-below", type=int, default=200_000, help="exact search up to this many rows"
+    )
+    s.add_argument("--force", action="store_true", help="rebuild even if already done")
+
     s = sub.add_parser("build", help="run a YAML recipe end to end")
     s.add_argument("config")
     s.add_argument("--dataset", help="override the recipe's dataset directory")
@@ -208,6 +218,18 @@ def _run(args: argparse.Namespace) -> int:
         for name, shape in list_layers(args.model, image_size=args.image_size):
             print(f"{name}\t{tuple(shape)}")
         return 0
+    elif cmd == "index":
+        from .index import index
+
+        r = index(
+            args.dataset,
+            embedding=args.embedding,
+            k=args.k,
+            metric=args.metric,
+            exact_below=args.exact_below,
+            force=args.force,
+            progress=progress,
+        )
     elif cmd == "reduce":
         from .reduce import reduce
 
