@@ -13,7 +13,33 @@ import numpy as np
 from .errors import DatasetError
 from .storage import atomic_write_bytes, atomic_write_json
 
-__all__ = ["METRICS", "NeighbourIndex", "build_index"]
+__all__ = ["INDEX_DIR", "METRICS", "NeighbourIndex", "build_index", "index_dir", "load_for"]
+
+#: Folder of the dataset that holds one sub-folder per indexed embedding version.
+INDEX_DIR = "index"
+
+
+def index_dir(ds, embedding: str) -> Path:
+    """The index folder of the current version of ``embeddings/<embedding>`` in dataset ``ds``."""
+    table_dir = Path(ds.table(f"embeddings/{embedding}")["dir"]).name
+    version = table_dir.split("--", 1)[1] if "--" in table_dir else table_dir
+    return ds.root / INDEX_DIR / f"{embedding}--{version}"
+
+
+_LOADED: dict[str, NeighbourIndex] = {}
+
+
+def load_for(ds, embedding: str) -> NeighbourIndex | None:
+    """The saved index of the current version of ``embedding``, loaded once per process; None
+    when ``embviz index`` has not been run for it."""
+    where = index_dir(ds, embedding)
+    if not (where / "index.faiss").exists():
+        return None
+    key = str(where.resolve())
+    if key not in _LOADED:
+        _LOADED[key] = NeighbourIndex.load(where)
+    return _LOADED[key]
+
 
 #: Supported metrics: ``cosine`` (distance 1 - cosine similarity) and ``l2`` (Euclidean).
 METRICS = ("cosine", "l2")

@@ -18,8 +18,8 @@ from .reduce import _as_dataset, _resolve_embedding
 
 __all__ = ["INDEX_DIR", "NEIGHBOURS_FILE", "IndexResult", "index", "index_dir"]
 
-#: Folder of the dataset that holds one sub-folder per indexed embedding version.
-INDEX_DIR = "index"
+from embviz.index import INDEX_DIR, index_dir  # noqa: E402  (one definition, in the library)
+
 #: The neighbours table in an index folder: ``id int64, neighbours list<int64>, distances list<float>``.
 NEIGHBOURS_FILE = "neighbours.parquet"
 _STEP_FILE = "step.json"
@@ -59,13 +59,6 @@ class IndexResult:
     build_seconds: float = 0.0
     neighbours_seconds: float = 0.0
     reused: bool = False
-
-
-def index_dir(ds: Dataset, embedding: str) -> Path:
-    """The index folder of the current version of ``embeddings/<embedding>``."""
-    table_dir = Path(ds.table(f"embeddings/{embedding}")["dir"]).name
-    version = table_dir.split("--", 1)[1] if "--" in table_dir else table_dir
-    return ds.root / INDEX_DIR / f"{embedding}--{version}"
 
 
 def _read_step(directory: Path) -> dict[str, Any] | None:

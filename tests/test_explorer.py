@@ -109,3 +109,22 @@ def test_python_selection_comes_back_and_shows_on_the_map(demo_dataset):
     assert len(ex.map.last.highlight["x"]) == len(ids)  # outlined on the full view
     ex.select([])
     assert ex.selected.empty
+
+
+def test_detail_neighbours_come_from_the_saved_index_once_built(demo_dataset, tmp_path):
+    import shutil
+
+    from pipeline.index import index
+
+    root = tmp_path / "demo"
+    shutil.copytree(demo_dataset, root, ignore=shutil.ignore_patterns("cache", "index"))
+    ex = Explorer(root)
+    ex.detail = 42
+    assert ex.details.sample["neighbours in"] == "embedding"
+    exact = [n["id"] for n in ex.details.neighbours]
+    source = open_dataset(root).meta(f"projections/{ex.projection}")["source"]
+    index(root, embedding=source.removeprefix("embeddings/"), k=10, progress=False)
+    ex.detail = -1
+    ex.detail = 42
+    assert ex.details.sample["neighbours in"] == "embedding index"
+    assert [n["id"] for n in ex.details.neighbours] == exact  # exact index: the same answer

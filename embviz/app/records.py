@@ -84,6 +84,15 @@ def neighbours_for(ds: Dataset, store, projection_meta: dict, sample_id: int, k:
     Returns ``(space, [(id, distance), ...])``.
     """
     source = projection_meta.get("source")
+    if source and ds.has(source):
+        from embviz.index import load_for
+
+        saved = load_for(ds, source.removeprefix("embeddings/"))
+        if saved is not None:  # `embviz index` was run: any size, no vectors in memory
+            ids, dist = saved.query_id(sample_id, k)
+            return "embedding index", [
+                (int(i), float(d)) for i, d in zip(ids, dist, strict=True) if i >= 0
+            ]
     nn = Neighbours.of(ds, source) if source else None
     if nn is not None:
         return "embedding", nn.query(sample_id, k)
