@@ -494,68 +494,15 @@ def _cache_dir(ds, projection: str) -> Path:
 
 
 def _write_cache(ds, projection: str, store: CloudStore) -> None:
-    """Persist ``store`` beside the dataset so the next server start maps it instead of joining.
+    from .store import write_columns
 
-    Derived data only: safe to delete; written to a temp dir then renamed, and skipped with a
-    log line (never an error) when the dataset is read-only.
-    """
-    import json
-    import logging
-    import shutil
-    import tempfile
-
-    target = _cache_dir(ds, projection)
-    if target.exists():
-        return
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-        arrays = {
-            "x": store.x,
-            "y": store.y,
-            "z": store.z,
-            "ids": store.ids,
-            "rank": store.rank,
-            "bounds": store.bounds,
-        }
-        arrays |= {f"cat.{k}": v[0] for k, v in store.categorical.items()}
-        arrays |= {f"num.{k}": v for k, v in store.numeric.items()}
-        for name, arr in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr))
-        meta = {
-            "chunk_rows": store.chunk_rows,
-            "categories": {k: v[1] for k, v in store.categorical.items()},
-            "numeric": list(store.numeric),
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:
-        logging.getLogger(__name__).info("3D explorer cache not written (%s): %s", target, exc)
+    write_columns(_cache_dir(ds, projection), store, {"z": store.z, "rank": store.rank})
 
 
 def _read_cache(ds, projection: str) -> CloudStore | None:
-    import json
+    from .store import read_columns
 
-    where = _cache_dir(ds, projection)
-    if not (where / "meta.json").exists():
+    fields = read_columns(_cache_dir(ds, projection))
+    if fields is None or "z" not in fields or "rank" not in fields:
         return None
-    try:
-        meta = json.loads((where / "meta.json").read_text())
-        load = lambda name: np.load(where / f"{name}.npy", mmap_mode="r")  # noqa: E731
-        return CloudStore(
-            key=str(where),
-            x=load("x"),
-            y=load("y"),
-            z=load("z"),
-            ids=load("ids"),
-            rank=load("rank"),
-            chunk_rows=int(meta["chunk_rows"]),
-            bounds=np.load(where / "bounds.npy"),
-            categorical={k: (load(f"cat.{k}"), names) for k, names in meta["categories"].items()},
-            numeric={k: load(f"num.{k}") for k in meta["numeric"]},
-        )
-    except (OSError, ValueError, KeyError):
-        return None
+    return CloudStore(**fields)

@@ -294,8 +294,9 @@ def _cache_dir(ds, projection: str) -> Path:
     return ds.root / "cache" / "explorer" / f"{projection}--{tag}"
 
 
-def _write_cache(ds, projection: str, store: PointStore) -> None:
-    """Persist ``store`` beside the dataset so the next server start maps it instead of joining.
+def write_columns(target: Path, store, extra: dict[str, np.ndarray] | None = None) -> None:
+    """Persist a store's columns (x, y, ids, bounds, categories, numbers, ``extra``) as .npy
+    files in ``target`` so the next start memory-maps them instead of joining tables.
 
     Derived data only: safe to delete; written to a temp dir then renamed, and skipped with a
     log line (never an error) when the dataset is read-only.
@@ -305,13 +306,13 @@ def _write_cache(ds, projection: str, store: PointStore) -> None:
     import shutil
     import tempfile
 
-    target = _cache_dir(ds, projection)
     if target.exists():
         return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
         arrays = {"x": store.x, "y": store.y, "ids": store.ids, "bounds": store.bounds}
+        arrays |= extra or {}
         arrays |= {f"cat.{k}": v[0] for k, v in store.categorical.items()}
         arrays |= {f"num.{k}": v for k, v in store.numeric.items()}
         for name, arr in arrays.items():
@@ -320,6 +321,7 @@ def _write_cache(ds, projection: str, store: PointStore) -> None:
             "chunk_rows": store.chunk_rows,
             "categories": {k: v[1] for k, v in store.categorical.items()},
             "numeric": list(store.numeric),
+            "extra": list(extra or {}),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         try:
@@ -330,27 +332,37 @@ def _write_cache(ds, projection: str, store: PointStore) -> None:
         logging.getLogger(__name__).info("explorer cache not written (%s): %s", target, exc)
 
 
-def _read_cache(ds, projection: str) -> PointStore | None:
+def read_columns(where: Path) -> dict | None:
+    """The fields written by :func:`write_columns` (arrays memory-mapped), or None."""
     import json
 
-    where = _cache_dir(ds, projection)
     if not (where / "meta.json").exists():
         return None
     try:
         meta = json.loads((where / "meta.json").read_text())
         load = lambda name: np.load(where / f"{name}.npy", mmap_mode="r")  # noqa: E731
-        return PointStore(
-            key=str(where),
-            x=load("x"),
-            y=load("y"),
-            ids=load("ids"),
-            chunk_rows=int(meta["chunk_rows"]),
-            bounds=np.load(where / "bounds.npy"),
-            categorical={k: (load(f"cat.{k}"), names) for k, names in meta["categories"].items()},
-            numeric={k: load(f"num.{k}") for k in meta["numeric"]},
-        )
+        return {
+            "key": str(where),
+            "x": load("x"),
+            "y": load("y"),
+            "ids": load("ids"),
+            "chunk_rows": int(meta["chunk_rows"]),
+            "bounds": np.load(where / "bounds.npy"),
+            "categorical": {k: (load(f"cat.{k}"), n) for k, n in meta["categories"].items()},
+            "numeric": {k: load(f"num.{k}") for k in meta["numeric"]},
+            **{k: load(k) for k in meta.get("extra", [])},
+        }
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _write_cache(ds, projection: str, store: PointStore) -> None:
+    write_columns(_cache_dir(ds, projection), store)
+
+
+def _read_cache(ds, projection: str) -> PointStore | None:
+    fields = read_columns(_cache_dir(ds, projection))
+    return PointStore(**fields) if fields else None
 
 
 def clear_stores() -> None:
