@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embviz.samples import samples_version
+
 from .store import CHUNK_ROWS, PointStore
 
 __all__ = [
@@ -466,8 +468,7 @@ def load_cloud(root: str | Path, projection: str) -> CloudStore:
     if projection not in ds.projections:
         raise DatasetError(f"{ds.root}: no projection {projection!r}; have {ds.projections}")
     version = ds.table(f"projections/{projection}")["dir"]
-    samples = ds.table("samples")["dir"] if ds.has("samples") else ""
-    key = (str(ds.root.resolve()), projection, version, samples)
+    key = (str(ds.root.resolve()), projection, version, samples_version(ds))
     with _LOCK:
         store = _CLOUDS.get(key)
         if store is None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embviz.samples import read_sample_columns, sample_columns, samples_version
+
 __all__ = ["PointStore", "View", "load_store", "clear_stores"]
 
 #: Rows per chunk whose bounding box is kept; a zoomed view gathers only the chunks it touches.
@@ -187,9 +189,9 @@ def _load(root: Path, projection: str) -> PointStore:
         chunk_rows=CHUNK_ROWS,
         bounds=_chunk_bounds(x, y, CHUNK_ROWS),
     )
-    columns = ds.table("samples")["columns"]
+    columns = sample_columns(ds)
     wanted = [c for c in columns if c not in ("id", "uri", "content_hash", "thumb_id")]
-    samples = _read_samples(ds, wanted)
+    samples = read_sample_columns(ds, wanted)
     sample_ids = samples.column("id").to_numpy()
     # Sample ids are usually dense (0..n-1): then the join is one array take, not a hash join.
     top = max(int(sample_ids.max()) if len(sample_ids) else -1, int(ids.max()) if len(ids) else -1)
@@ -228,36 +230,6 @@ def _load(root: Path, projection: str) -> PointStore:
     return store
 
 
-def _read_samples(ds, wanted: list[str]):
-    """The samples' id and ``wanted`` columns; strings and booleans come back dictionary-encoded.
-
-    Parquet decodes string columns straight into dictionaries (no per-row string objects),
-    which keeps loading tens of millions of rows to about a second per column.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from embviz.errors import DatasetError
-
-    types = ds.table("samples")["columns"]
-    strings = [c for c in wanted if types.get(c) in ("string", "large_string", "bool")]
-    parts = []
-    for path in ds.part_paths("samples"):
-        try:
-            t = pq.read_table(path, columns=["id", *wanted], read_dictionary=strings)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise DatasetError(f"{path}: cannot read Parquet ({exc})") from exc
-        for c in strings:
-            if not pa.types.is_dictionary(t.schema.field(c).type):
-                i = t.schema.get_field_index(c)
-                col = t.column(c).cast(pa.string()).dictionary_encode()
-                t = t.set_column(i, c, col)
-        parts.append(t)
-    if not parts:
-        return pa.table({c: pa.array([], type=pa.int64()) for c in ["id", *wanted]})
-    return pa.concat_tables(parts).unify_dictionaries()
-
-
 _STORES: dict[tuple[str, str, str, str], PointStore] = {}
 _LOCK = threading.Lock()
 
@@ -272,8 +244,7 @@ def load_store(root: str | Path, projection: str) -> PointStore:
 
     ds = open_dataset(root, check_files=False)
     version = ds.table(f"projections/{projection}")["dir"] if projection in ds.projections else ""
-    samples = ds.table("samples")["dir"] if ds.has("samples") else ""
-    key = (str(ds.root.resolve()), projection, version, samples)
+    key = (str(ds.root.resolve()), projection, version, samples_version(ds))
     with _LOCK:
         store = _STORES.get(key)
         if store is None:
@@ -289,7 +260,7 @@ def load_store(root: str | Path, projection: str) -> PointStore:
 def _cache_dir(ds, projection: str) -> Path:
     import hashlib
 
-    versions = f"{ds.table(f'projections/{projection}')['dir']}|{ds.table('samples')['dir']}"
+    versions = f"{ds.table(f'projections/{projection}')['dir']}|{samples_version(ds)}"
     tag = hashlib.sha1(versions.encode()).hexdigest()[:12]
     return ds.root / "cache" / "explorer" / f"{projection}--{tag}"
 

@@ -89,9 +89,9 @@ def read_samples(ds, columns: list[str]):
     Parquet decodes string columns straight into dictionaries, so tens of millions of rows
     cost no per-row Python objects. Only the listed columns are read.
     """
-    from embviz.app.store import _read_samples
+    from embviz.samples import read_sample_columns
 
-    return _read_samples(ds, [c for c in columns if c != "id"])
+    return read_sample_columns(ds, columns)
 
 
 @dataclass
@@ -115,18 +115,16 @@ class Samples:
 def load_samples(ds) -> Samples:
     """Read only what a report needs: label, split, cluster; thumb_id and scores if scored.
 
-    Score columns come from ``samples`` or, for those it lacks, a ``scores`` table joined on
-    ``id`` (NaN, or -1 for ``duplicate_group``, where a sample has no score row).
+    Score columns come from ``samples`` or the ``scores`` table (:mod:`embviz.samples`); a
+    sample with no score row reads NaN (or -1 for ``duplicate_group``).
     """
-    types = ds.table("samples")["columns"]
+    from embviz.samples import sample_columns
+
+    types = sample_columns(ds)
     in_samples = [c for c in SCORE_COLUMNS if c in types]
-    in_scores = []
-    if ds.has("scores"):
-        have = ds.table("scores")["columns"]
-        in_scores = [c for c in SCORE_COLUMNS if c in have and c not in types]
     present = [c for c in ("label", "split", "cluster") if c in types]
     wanted = list(present)
-    if in_samples or in_scores:
+    if in_samples:
         wanted += [c for c in ("thumb_id",) if c in types] + in_samples
     table = read_samples(ds, wanted)
     n = table.num_rows
@@ -151,28 +149,7 @@ def load_samples(ds) -> Samples:
         col = table.column(c)
         col = col.fill_null(-1) if c == "duplicate_group" else col  # floats: nulls become NaN
         samples.scores[c] = col.to_numpy(zero_copy_only=False)
-    if in_scores:
-        samples.scores |= _scores_by_row(ds, samples.ids, in_scores)
     return samples
-
-
-def _scores_by_row(ds, ids: np.ndarray, columns: list[str]) -> dict[str, np.ndarray]:
-    """Columns of the ``scores`` table aligned with the samples rows."""
-    table = ds.read_arrow("scores", columns=["id", *columns])
-    sid = table.column("id").to_numpy()
-    where = np.full(int(max(ids.max(initial=-1), sid.max(initial=-1))) + 1, -1, dtype=np.int64)
-    where[sid] = np.arange(len(sid))
-    rows = where[ids]
-    hit = rows >= 0
-    out = {}
-    for c in columns:
-        group = c == "duplicate_group"
-        values = table.column(c)
-        values = (values.fill_null(-1) if group else values).to_numpy(zero_copy_only=False)
-        filled = np.full(len(ids), -1 if group else np.nan, dtype=values.dtype if group else float)
-        filled[hit] = values[rows[hit]]
-        out[c] = filled
-    return out
 
 
 def crosstab(rows: Categories, cols: Categories) -> np.ndarray:

@@ -1,0 +1,93 @@
+"""Per-sample columns: the ``samples`` table joined with the ``scores`` table the score step writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SCORES", "read_sample_columns", "sample_columns", "samples_version"]
+
+#: Table key of the per-sample scores (outlier, uniqueness, label issue, duplicates, cluster),
+#: written by ``embviz score``. Keyed by ``id``; its columns read as if they were samples columns.
+SCORES = "scores"
+
+
+def sample_columns(ds) -> dict[str, str]:
+    """Column name -> type of every per-sample column: ``samples`` first, then ``scores``.
+
+    A scores column named like a samples column is ignored (the samples table wins).
+    """
+    columns = dict(ds.table("samples")["columns"]) if ds.has("samples") else {}
+    if ds.has(SCORES):
+        for name, kind in ds.table(SCORES)["columns"].items():
+            columns.setdefault(name, kind)
+    return columns
+
+
+def samples_version(ds) -> str:
+    """A string that changes whenever the samples or scores table is rewritten (cache keys)."""
+    parts = [ds.table(key)["dir"] for key in ("samples", SCORES) if ds.has(key)]
+    return "|".join(parts)
+
+
+def _read(ds, key: str, wanted: list[str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .errors import DatasetError
+
+    types = ds.table(key)["columns"]
+    strings = [c for c in wanted if types.get(c) in ("string", "large_string", "bool")]
+    parts = []
+    for path in ds.part_paths(key):
+        try:
+            t = pq.read_table(path, columns=["id", *wanted], read_dictionary=strings)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DatasetError(f"{path}: cannot read Parquet ({exc})") from exc
+        for c in strings:
+            if not pa.types.is_dictionary(t.schema.field(c).type):
+                i = t.schema.get_field_index(c)
+                t = t.set_column(i, c, t.column(c).cast(pa.string()).dictionary_encode())
+        parts.append(t)
+    if not parts:
+        return pa.table({c: pa.array([], type=pa.int64()) for c in ["id", *wanted]})
+    return pa.concat_tables(parts).unify_dictionaries()
+
+
+def read_sample_columns(ds, wanted: list[str]) -> Any:
+    """The samples' ``id`` and ``wanted`` columns as a pyarrow Table in samples order.
+
+    Strings and booleans come back dictionary-encoded (Parquet decodes them straight into
+    dictionaries, so tens of millions of rows cost no per-row Python objects). Columns the
+    samples table lacks are taken from the ``scores`` table, joined on ``id``; a sample with no
+    score row gets a null. An unknown column raises :class:`DatasetError` naming it.
+    """
+    import pyarrow as pa
+
+    from .errors import DatasetError
+
+    wanted = [c for c in dict.fromkeys(wanted) if c != "id"]
+    in_samples = ds.table("samples")["columns"]
+    known = sample_columns(ds)
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        raise DatasetError(f"{ds.root}: no sample column {unknown[0]!r}; have {sorted(known)}")
+    table = _read(ds, "samples", [c for c in wanted if c in in_samples])
+    extra = [c for c in wanted if c not in in_samples]
+    if extra:
+        scores = _read(ds, SCORES, extra)
+        ids = table.column("id").to_numpy()
+        sid = scores.column("id").to_numpy()
+        if len(sid) == len(ids) and np.array_equal(sid, ids):
+            take = None  # the score step writes rows in samples order: no join needed
+        else:
+            top = int(max(ids.max(initial=-1), sid.max(initial=-1))) + 1
+            where = np.full(top, -1, dtype=np.int64)
+            where[sid] = np.arange(len(sid))
+            rows = where[ids]
+            take = pa.array(rows, mask=rows < 0)
+        for c in extra:
+            col = scores.column(c)
+            table = table.append_column(c, col if take is None else col.take(take))
+    return table.select(["id", *wanted])
