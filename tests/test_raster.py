@@ -301,3 +301,39 @@ def test_palettes_and_category_colours():
         palette("nope")
     colors = category_colors(200)
     assert len(set(colors)) == 200 and category_colors(10) == colors[:10]
+
+
+def test_difference_view_colours_where_each_group_dominates(aggregations):
+    # Group "a" fills the left and the middle, "b" the right and the middle, with 10x more
+    # points than "a": shares, not counts, decide, so the middle is balanced (grey), the left
+    # blue (only a), the right red (only b); a third group never shows.
+    rng = np.random.default_rng(5)
+    xa = np.concatenate([rng.uniform(0.5, 3, 500), rng.uniform(3.5, 6.5, 500)])
+    xb = np.concatenate([rng.uniform(7, 9.5, 5000), rng.uniform(3.5, 6.5, 5000)])
+    xc = rng.uniform(0.5, 9.5, 300)
+    x = np.concatenate([xa, xb, xc])
+    xy = np.column_stack([x, rng.uniform(1, 9, len(x))])
+    codes = np.repeat([0, 1, 2], [len(xa), len(xb), len(xc)]).astype(np.int16)
+    s = make_store(xy, categorical={"split": (codes, ["a", "b", "c"])})
+    r = Renderer(s)
+    view = View(0.0, 10.0, 0.0, 10.0)
+    style = Style(dynspread=False, difference=("a", "b"))
+    plain = r.render(view, 100, 80, color_by="split", style=Style(dynspread=False))
+    before = len(aggregations)
+    frame = r.render(view, 100, 80, color_by="split", style=style)
+    assert len(aggregations) == before  # a style: the aggregate is reused
+    assert frame.counts == plain.counts == {"a": 1000, "b": 10000, "c": 300}
+    rgba = np.asarray(decode(frame.png).convert("RGBA")).astype(int)
+    drawn = rgba[..., 3] > 0
+
+    def mean_rgb(cols):
+        region = rgba[:, cols][drawn[:, cols]]
+        return region[:, :3].mean(axis=0)
+
+    left, mid, right = mean_rgb(slice(8, 28)), mean_rgb(slice(40, 60)), mean_rgb(slice(72, 92))
+    assert left[2] > left[0] + 60  # blue: only a
+    assert right[0] > right[2] + 60  # red: only b
+    assert abs(mid[0] - mid[2]) < 60  # balanced shares: neither
+    # Where only the third group lies (no a, no b) nothing is drawn.
+    only_c = np.asarray(decode(plain.png).convert("RGBA"))[..., 3] > 0
+    assert drawn.sum() < only_c.sum()

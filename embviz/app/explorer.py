@@ -59,6 +59,11 @@ class Explorer(pn.viewable.Viewer):
         default={},
         doc="Filters: {column: [values]} for categories, {column: [lo, hi]} for numbers.",
     )
+    difference = param.List(
+        default=[],
+        doc="[A, B]: with color_by the column holding groups A and B, colour where each is "
+        "over-represented against the other (a style: nothing is re-aggregated); [] = off.",
+    )
     view = param.List(default=[], doc="Visible rectangle [x0, x1, y0, y1]; empty = everything.")
     detail = param.Integer(default=-1, doc="Sample id shown in the detail panel (-1: none).")
     hover_limit = param.Integer(
@@ -114,6 +119,11 @@ class Explorer(pn.viewable.Viewer):
         self._ready = True
         self._load_projection()
         self._show_dims()
+        from .compare_view import SplitCompare
+        from .curate import Curator
+
+        self.curator = Curator(self)
+        self.compare = SplitCompare(self)
 
     # -- projection and store ------------------------------------------------------------------
     def _set_projection_objects(self) -> None:
@@ -189,6 +199,11 @@ class Explorer(pn.viewable.Viewer):
             dynspread=self.dynspread,
             opacity=self.opacity,
             hidden=frozenset(self.hidden) if mode == "category" else frozenset(),
+            difference=(
+                (str(self.difference[0]), str(self.difference[1]))
+                if mode == "category" and len(self.difference) == 2
+                else None
+            ),
         )
         return mode, col, style
 
@@ -204,7 +219,9 @@ class Explorer(pn.viewable.Viewer):
                 line.append(f"{name}: {v:.4g}")
         return {"text": ["\n".join(line) for line in lines]}
 
-    @param.depends("color_by", "point_size", "opacity", "dynspread", "hidden", watch=True)
+    @param.depends(
+        "color_by", "point_size", "opacity", "dynspread", "hidden", "difference", watch=True
+    )
     def _restyle(self) -> None:
         if self.map is None:
             return
@@ -329,20 +346,46 @@ class Explorer(pn.viewable.Viewer):
         self._status.object = html.escape(self.status)
 
     def _on_select(self, rows: np.ndarray, store=None) -> None:
+        s = store if store is not None else self.store
+        self.show(np.asarray(s.ids[rows]))
+
+    def show(
+        self,
+        ids,
+        *,
+        title: str = "Selection",
+        captions=None,
+        noun: str = "selected",
+    ) -> None:
+        """Fill the grid with samples ``ids`` in this order and outline them on the map.
+
+        Selections, similarity results and top-N views all arrive here; ``captions`` (aligned
+        with ``ids``) are shown under the cards, e.g. a distance or a score.
+        """
         import pandas as pd
 
-        s = store if store is not None else self.store
+        ids = np.asarray(ids, dtype=np.int64)
+        s = self.store
+        rows = s.row_of(ids)
         col = "label" if "label" in s.categorical else next(iter(s.categorical), None)
         labels = None
         if col is not None:
             codes, names = s.categorical[col]
-            labels = pd.Categorical.from_codes(
-                np.asarray(codes[rows], dtype=np.int64), categories=names
-            )
-        self.grid.param.update(ids=np.asarray(s.ids[rows]), labels=labels)
+            names = list(names)
+            none = names.index("(none)") if "(none)" in names else len(names)
+            code = np.where(rows >= 0, codes[np.clip(rows, 0, None)], none)
+            if none == len(names) and (rows < 0).any():
+                names.append("(none)")
+            labels = pd.Categorical.from_codes(code.astype(np.int64), categories=names)
+        self.grid.param.update(
+            ids=ids,
+            labels=labels,
+            captions=None if captions is None else list(captions),
+            title=title,
+            noun=noun,
+        )
         if self.map is not None:
-            self.map.highlight_rows = self.store.row_of(np.asarray(s.ids[rows]))
-            self.map.highlight_rows = self.map.highlight_rows[self.map.highlight_rows >= 0]
+            self.map.highlight_rows = rows[rows >= 0]
             self.map.refresh(wait=self.map.doc is None)
 
     def _on_tap(self, row: int | None, store=None) -> None:
@@ -370,11 +413,26 @@ class Explorer(pn.viewable.Viewer):
             src = self._thumb(nid) if self._thumb else ""
             items.append({"id": nid, "label": str(label), "src": src, "distance": dist})
         record = {"neighbours in": space, **record}
+        tags = self._tags_of(sid)
+        if tags:
+            record["tags"] = tags
         self.details.param.update(
             sample=record,
             image_src=routes.image_url(self._key, sid) if self._key else "",
             neighbours=items,
             visible_detail=True,
+        )
+
+    def _tags_of(self, sid: int) -> str:
+        curator = getattr(self, "curator", None)
+        if curator is None:
+            return ""
+        try:
+            tags = curator.tags().of(sid)
+        except Exception:  # an unreadable tag folder must not break the detail panel
+            return ""
+        return "; ".join(
+            f"{t['tag']}: {t['value']}" if t.get("value") else str(t["tag"]) for t in tags
         )
 
     # -- Python side (notebooks) -----------------------------------------------------------------
@@ -405,8 +463,8 @@ class Explorer(pn.viewable.Viewer):
 
     def select(self, ids) -> None:
         """Select samples by id from Python: they fill the grid and are outlined on the map."""
-        rows = self.store.row_of(np.asarray(list(ids), dtype=np.int64))
-        self._on_select(rows[rows >= 0])
+        ids = np.asarray(list(ids), dtype=np.int64)
+        self.show(ids[self.store.row_of(ids) >= 0])
 
     # -- 3D -------------------------------------------------------------------------------------
     @param.depends("dims", "projection3d", "budget3d", watch=True)
@@ -509,11 +567,21 @@ class Explorer(pn.viewable.Viewer):
     def main(self) -> pn.Column:
         """The map with its status line, then the selection grid beside the detail panel."""
         self._capture_doc()
-        return pn.Column(
+        explore = pn.Column(
             self._view_area,
             pn.Row(self._status, self._select_view, sizing_mode="stretch_width"),
             pn.Row(self.grid, self.details, sizing_mode="stretch_width"),
             sizing_mode="stretch_both",
+        )
+        return pn.Row(explore, self.tools(), sizing_mode="stretch_both")
+
+    def tools(self) -> pn.Column:
+        """The curation column: find similar, rank, tag, export, compare groups."""
+        return pn.Column(
+            self.curator,
+            pn.Card(self.compare, title="Compare groups", sizing_mode="stretch_width"),
+            width=300,
+            css_classes=["embviz-tools"],
         )
 
     def __panel__(self):

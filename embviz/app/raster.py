@@ -17,7 +17,15 @@ import numpy as np
 
 from .store import PointStore, View
 
-__all__ = ["Frame", "Renderer", "Style", "category_colors", "encode_png", "palette"]
+__all__ = [
+    "Frame",
+    "Renderer",
+    "Style",
+    "category_colors",
+    "difference_rgba",
+    "encode_png",
+    "palette",
+]
 
 #: Beyond this many categories a per-category stack (H x W x k) costs too much memory and time;
 #: each pixel then takes the colour of its highest-coded category and its alpha from the count.
@@ -58,6 +66,9 @@ class Style:
     opacity: float = 1.0  #: 0..1 maximum alpha of the drawn points
     hidden: frozenset[str] = frozenset()  #: categories left out of the picture
     cmap: str = "viridis"  #: colormap for numeric colouring (a colorcet or matplotlib name)
+    #: ``(A, B)``: draw where category A is over- or under-represented against B instead of
+    #: the category colours (blue: more A, red: more B, grey: both in proportion).
+    difference: tuple[str, str] | None = None
 
 
 @dataclass
@@ -105,6 +116,40 @@ def encode_png(img, *, background: str = "#ffffff") -> bytes:
     buf = io.BytesIO()
     out.save(buf, format="PNG", compress_level=1, transparency=255)
     return buf.getvalue()
+
+
+def difference_rgba(
+    values: np.ndarray, a: int, b: int, *, alpha: int = 255, smooth: int = 7
+) -> np.ndarray:
+    """Packed RGBA (H, W) uint32 showing where category ``a`` of a count stack ``values``
+    (H, W, k) is over- or under-represented against category ``b``.
+
+    Each group's counts are divided by its total in view, so a group ten times larger does not
+    win everywhere: a pixel's colour is ``(share_b - share_a) / (share_a + share_b)`` on a
+    blue-grey-red scale (blue: only A, red: only B); its alpha grows with the points there.
+    Shares are compared over a ``smooth`` x ``smooth`` pixel window, since single pixels hold
+    too few points to compare. Pixels holding neither group are transparent.
+    """
+    import colorcet
+    from scipy.ndimage import uniform_filter
+
+    from .kernels import alpha_lut
+
+    ca = uniform_filter(values[..., a].astype(np.float64), size=smooth, mode="constant")
+    cb = uniform_filter(values[..., b].astype(np.float64), size=smooth, mode="constant")
+    sa = ca / max(ca.sum(), 1.0)
+    sb = cb / max(cb.sum(), 1.0)
+    total = sa + sb
+    d = np.divide(sb - sa, total, out=np.zeros_like(total), where=total > 0)
+    lut = _rgb(list(colorcet.coolwarm))
+    idx = np.clip(np.rint((d + 1) * 0.5 * (len(lut) - 1)), 0, len(lut) - 1).astype(np.int64)
+    n = (values[..., a] + values[..., b]).astype(np.int64)
+    out = np.zeros((*n.shape, 4), dtype=np.uint8)
+    out[..., :3] = lut[idx]
+    lut_a = alpha_lut(n, min_alpha=min(90, alpha), max_alpha=alpha)
+    out[..., 3] = lut_a[np.minimum(n, len(lut_a) - 1)]
+    out[n == 0] = 0
+    return out.view(np.uint32)[..., 0]
 
 
 def _nonempty(view: View) -> View:
@@ -253,13 +298,21 @@ class Renderer:
                 np.zeros(len(names), dtype=np.int64),
             )
             counts = {n: int(c) for n, c in zip(names, per, strict=True)}
-            rgba = mix_categories(
-                values,
-                _rgb(category_colors(len(names))).astype(np.float32),
-                visible,
-                alpha_lut(totals, min_alpha=min(60, alpha), max_alpha=alpha),
-                np.empty(values.shape[:2], dtype=np.uint32),
-            )
+            if style.difference and set(style.difference) <= set(names):
+                rgba = difference_rgba(
+                    values,
+                    names.index(style.difference[0]),
+                    names.index(style.difference[1]),
+                    alpha=alpha,
+                )
+            else:
+                rgba = mix_categories(
+                    values,
+                    _rgb(category_colors(len(names))).astype(np.float32),
+                    visible,
+                    alpha_lut(totals, min_alpha=min(60, alpha), max_alpha=alpha),
+                    np.empty(values.shape[:2], dtype=np.uint32),
+                )
             plane = agg.isel(c=0)
             img = tf.Image(rgba, coords=plane.coords, dims=plane.dims)
         elif mode == "category":

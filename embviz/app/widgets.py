@@ -342,6 +342,12 @@ class SelectionGrid(pn.viewable.Viewer):
         allow_None=True,
         doc="Label of each selected sample, aligned with ids; None hides the label counts.",
     )
+    captions = param.ClassSelector(
+        class_=(np.ndarray, list, tuple),
+        default=None,
+        allow_None=True,
+        doc="A short text under each card (a score, a distance), aligned with ids; None: none.",
+    )
     page = param.Integer(default=0, bounds=(0, None), doc="Current page, counted from 0.")
     page_size = param.Integer(default=12, bounds=(1, None), doc="Cards per page.")
     thumb_url = param.Callable(
@@ -352,6 +358,7 @@ class SelectionGrid(pn.viewable.Viewer):
         default=-1, doc="Id of the card clicked last; re-set on every click (via -1 on a repeat)."
     )
     title = param.String(default="Selection", doc="Heading shown above the count.")
+    noun = param.String(default="selected", doc="Word after the count: 'selected', 'results'.")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -390,9 +397,13 @@ class SelectionGrid(pn.viewable.Viewer):
         """Number of pages; at least 1, even for an empty selection."""
         return max(1, math.ceil(len(self.ids) / self.page_size))
 
-    @param.depends("ids", "labels", watch=True)
+    @param.depends("ids", "labels", "captions", watch=True)
     def _on_selection(self) -> None:
         n = len(self.ids)
+        if self.captions is not None and len(self.captions) != n:
+            raise ValueError(
+                f"SelectionGrid: {len(self.captions):,} captions for {n:,} ids; they must align."
+            )
         if self.labels is not None and len(self.labels) != n:
             raise ValueError(
                 f"SelectionGrid: {len(self.labels):,} labels for {n:,} ids; they must align. "
@@ -409,11 +420,11 @@ class SelectionGrid(pn.viewable.Viewer):
         else:
             self._show_page()
 
-    @param.depends("title", watch=True)
+    @param.depends("title", "noun", watch=True)
     def _show_header(self) -> None:
         self._header.object = (
             f'<div class="embviz-heading">{html.escape(self.title)}</div>'
-            f"<div><b>{len(self.ids):,}</b> selected</div>"
+            f"<div><b>{len(self.ids):,}</b> {html.escape(self.noun)}</div>"
         )
 
     @param.depends("page", "page_size", "thumb_url", watch=True)
@@ -429,9 +440,14 @@ class SelectionGrid(pn.viewable.Viewer):
             labels = [
                 str(v) for v in pd.Series(self.labels, copy=False).iloc[start : start + len(ids)]
             ]
+        captions = (
+            [""] * len(ids)
+            if self.captions is None
+            else [str(c) for c in self.captions[start : start + len(ids)]]
+        )
         self._grid.items = [
-            {"id": int(i), "label": lab, "src": self.thumb_url(int(i))}
-            for i, lab in zip(ids, labels, strict=True)
+            {"id": int(i), "label": lab, "src": self.thumb_url(int(i)), "caption": cap}
+            for i, lab, cap in zip(ids, labels, captions, strict=True)
         ]
         self._page_text.object = (
             f'<span class="embviz-muted">page {self.page + 1:,} / {self.pages:,}</span>'

@@ -1,0 +1,417 @@
+"""The curation panel: similarity search, top-N score views, tagging and export for an Explorer."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import panel as pn
+import param
+
+if TYPE_CHECKING:
+    from .explorer import Explorer
+
+__all__ = ["SCORE_VIEWS", "Curator", "in_background"]
+
+#: Score columns offered as "top N" views, with what their high values mean.
+SCORE_VIEWS: dict[str, str] = {
+    "label_issue_score": "likely label issues",
+    "outlier_score": "outliers",
+    "uniqueness": "most unique",
+    "duplicate_group": "duplicate groups",
+}
+#: Tags offered in the menu; a custom name can be typed instead.
+TAG_CHOICES = ["exclude", "review", "relabel", "note", "custom"]
+_NEEDS_VALUE = {"relabel": "the new label", "note": "the note", "custom": "the tag name"}
+
+
+def in_background(doc, work: Callable[[], Any], done: Callable[[Any], None], fail) -> None:
+    """Run ``work`` off the session's event loop, then ``done(result)`` (or ``fail(exc)``) on it.
+
+    Without a server document (notebooks, tests) it runs at once. Slow actions (loading a model
+    for an uploaded image, reading vectors) must never stall the other sessions of the server.
+    """
+    if doc is None:
+        try:
+            result = work()
+        except Exception as exc:  # reported to the user, never raised into the page
+            fail(exc)
+            return
+        done(result)
+        return
+    from .mapview import render_pool
+
+    def job() -> None:
+        try:
+            result = work()
+        except Exception as exc:
+            doc.add_next_tick_callback(lambda exc=exc: fail(exc))
+            return
+        doc.add_next_tick_callback(lambda: done(result))
+
+    render_pool().submit(job)
+
+
+def _user() -> str | None:
+    user = getattr(pn.state, "user", None)
+    return str(user) if user else None
+
+
+class Curator(pn.viewable.Viewer):
+    """Find, rank, tag and export samples of the explorer it belongs to.
+
+    Every result (similar samples, a top-N view, a sorted selection) fills the explorer's grid
+    in rank order and is outlined on the map; tags apply to the grid's samples or to the one
+    open in the detail panel and are stored in the dataset at once.
+    """
+
+    k = param.Integer(default=100, bounds=(1, 5000), doc="How many samples a search returns.")
+    top_n = param.Integer(default=100, bounds=(1, 100_000), doc="Samples in a top-N view.")
+    score = param.Selector(objects=[], doc="Score a top-N view ranks by (highest first).")
+    sort_by = param.Selector(objects=[], doc="Column the grid's samples are sorted by.")
+    text = param.String(default="", doc="Text to search for (CLIP-like models only).")
+    tag = param.Selector(default="exclude", objects=TAG_CHOICES, doc="Tag to add or remove.")
+    tag_value = param.String(
+        default="", doc="The new label for 'relabel', the text of a 'note', a custom tag's name."
+    )
+    apply_to = param.Selector(
+        default="grid", objects=["grid", "open sample"], doc="Which samples a tag applies to."
+    )
+    export_what = param.Selector(
+        default="grid samples",
+        objects=["grid samples", "cleaned dataset", "tags"],
+        doc="What the download holds: the grid's samples, every sample with exclusions and "
+        "relabels applied, or the tag list.",
+    )
+    export_format = param.Selector(
+        default="parquet", objects=["parquet", "csv"], doc="File format of the download."
+    )
+    message = param.String(default="", doc="What the last action did, or why it failed.")
+
+    def __init__(self, explorer: Explorer, **params):
+        super().__init__(**params)
+        self.explorer = explorer
+        self._ds = explorer._ds
+        numeric = list(explorer.store.numeric)
+        scores = [c for c in SCORE_VIEWS if c in numeric]
+        self.param.score.objects = scores
+        self.param.score.names = {SCORE_VIEWS[c]: c for c in scores}
+        if scores:
+            self.score = scores[0]
+        sortable = ["(grid order)", *scores, *[c for c in numeric if c not in scores]]
+        self.param.sort_by.objects = sortable
+        self.sort_by = sortable[0]
+        self._tags = None
+        self._search_ok = bool(self._ds.embeddings)
+        self._supports_text = False
+        self._message = pn.pane.HTML("", css_classes=["embviz-curate-message"])
+        self._tag_counts = pn.pane.HTML("", css_classes=["embviz-tag-counts"])
+        self._upload = pn.widgets.FileInput(
+            accept="image/*", multiple=False, css_classes=["embviz-upload"]
+        )
+        self._upload.param.watch(self._on_upload, "value")
+        self._download = pn.widgets.FileDownload(
+            callback=self._export_file,
+            filename=self._filename(),
+            label="Download",
+            color="primary",
+            css_classes=["embviz-download"],
+            embed=False,
+        )
+        self._show_tag_counts()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _say(self, text: str, *, error: bool = False) -> None:
+        self.message = text
+        colour = "#b3261e" if error else "#333"
+        self._message.object = (
+            f'<div style="color:{colour};font-size:12px">{html.escape(text)}</div>' if text else ""
+        )
+
+    def _fail(self, exc: BaseException) -> None:
+        self._say(f"{type(exc).__name__}: {exc}", error=True)
+
+    def _doc(self):
+        doc = pn.state.curdoc
+        return doc if doc is not None and getattr(doc, "session_context", None) else None
+
+    def _grid_ids(self) -> np.ndarray:
+        ids = self.explorer.grid.ids
+        return np.asarray(ids if ids is not None else [], dtype=np.int64)
+
+    def _target_ids(self) -> np.ndarray:
+        if self.apply_to == "open sample":
+            sid = self.explorer.detail
+            return np.array([sid] if sid >= 0 else [], dtype=np.int64)
+        return self._grid_ids()
+
+    def tags(self):
+        """The dataset's :class:`embviz.tags.TagStore` (shared by every session)."""
+        if self._tags is None:
+            from embviz.tags import TagStore
+
+            self._tags = TagStore(self._ds.root)
+        return self._tags
+
+    # -- similarity search --------------------------------------------------------------------
+    def _searcher(self):
+        from embviz.search import searcher
+
+        return searcher(self._ds, self.explorer.embedding)
+
+    def _show_result(self, result) -> None:
+        captions = [f"d = {float(d):.3f}" for d in result.distances]
+        self.explorer.show(result.ids, title=result.query, captions=captions, noun="results")
+        self._say(f"{len(result.ids):,} results: {result.query}")
+
+    def search_ids(self, ids, *, what: str) -> None:
+        """Fill the grid with the samples most similar to ``ids`` (their centroid)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            self._say(f"Nothing to search from: {what} is empty.", error=True)
+            return
+        k = self.k
+        self._say(f"Searching for samples similar to {what}…")
+        in_background(
+            self._doc(), lambda: self._searcher().by_ids(ids, k), self._show_result, self._fail
+        )
+
+    def search_image(self, data: bytes) -> None:
+        """Fill the grid with the samples most similar to an image, embedded with the
+        dataset's own model."""
+        k = self.k
+        self._say("Embedding the uploaded image…")
+        in_background(
+            self._doc(), lambda: self._searcher().by_image(data, k), self._show_result, self._fail
+        )
+
+    def search_text(self, text: str | None = None) -> None:
+        """Fill the grid with the samples that best match ``text`` (CLIP-like models)."""
+        text = (text if text is not None else self.text).strip()
+        if not text:
+            self._say("Type some text to search for.", error=True)
+            return
+        k = self.k
+        self._say("Searching by text…")
+        in_background(
+            self._doc(), lambda: self._searcher().by_text(text, k), self._show_result, self._fail
+        )
+
+    def _on_upload(self, event) -> None:
+        if event.new:
+            self.search_image(bytes(event.new))
+
+    # -- ranked views -------------------------------------------------------------------------
+    def show_top(self, score: str | None = None, n: int | None = None) -> None:
+        """Fill the grid with the ``n`` samples scoring highest on ``score`` (duplicate groups:
+        the largest groups, members side by side)."""
+        from embviz.report.data import top_rows
+
+        score = score or self.score
+        n = int(n or self.top_n)
+        s = self.explorer.store
+        if score not in s.numeric:
+            self._say(
+                f"No {score!r} column: run 'embviz score {self._ds.root}' to compute scores.",
+                error=True,
+            )
+            return
+        values = s.numeric[score]
+        if score == "duplicate_group":
+            rows = _duplicate_rows(values, n)
+            captions = [f"group {int(values[r])}" for r in rows]
+        else:
+            rows = top_rows(values, n)
+            captions = [f"{score.split('_')[0]} {float(values[r]):.3f}" for r in rows]
+        title = f"Top {len(rows):,}: {SCORE_VIEWS.get(score, score)}"
+        self.explorer.show(s.ids[rows], title=title, captions=captions, noun="shown")
+        self._say(title)
+
+    def sort_grid(self, column: str | None = None) -> None:
+        """Sort the grid's samples by ``column``, highest first (missing values last)."""
+        column = column or self.sort_by
+        ids = self._grid_ids()
+        s = self.explorer.store
+        if column not in s.numeric or not len(ids):
+            return
+        rows = s.row_of(ids)
+        values = np.where(rows >= 0, s.numeric[column][np.clip(rows, 0, None)], np.nan)
+        order = np.argsort(np.where(np.isfinite(values), -values, np.inf), kind="stable")
+        grid = self.explorer.grid
+        self.explorer.show(
+            ids[order],
+            title=grid.title,
+            captions=[f"{column} {v:.3f}" if np.isfinite(v) else "" for v in values[order]],
+            noun=grid.noun,
+        )
+
+    # -- tags ---------------------------------------------------------------------------------
+    def _tag_and_value(self) -> tuple[str, str | None]:
+        value = self.tag_value.strip()
+        if self.tag in _NEEDS_VALUE and not value:
+            raise ValueError(f"Type {_NEEDS_VALUE[self.tag]} first.")
+        if self.tag == "custom":
+            return value, None
+        return self.tag, value if self.tag in ("relabel", "note") else None
+
+    def add_tag(self) -> int:
+        """Tag the target samples (the grid's, or the open one); returns how many."""
+        return self._change_tags(remove=False)
+
+    def remove_tag(self) -> int:
+        """Remove the chosen tag from the target samples; returns how many."""
+        return self._change_tags(remove=True)
+
+    def _change_tags(self, *, remove: bool) -> int:
+        ids = self._target_ids()
+        if not len(ids):
+            self._say(f"No samples to tag: the {self.apply_to} is empty.", error=True)
+            return 0
+        try:
+            tag, value = self._tag_and_value()
+            store = self.tags()
+            if remove:
+                store.remove(ids, tag, user=_user())
+            else:
+                store.add(ids, tag, value, user=_user())
+        except Exception as exc:  # bad tag names or values come back as a message
+            self._fail(exc)
+            return 0
+        what = f"{tag}={value}" if value else tag
+        verb = "Removed" if remove else "Tagged"
+        self._say(f"{verb} '{what}' {'from' if remove else 'on'} {len(ids):,} samples.")
+        self._show_tag_counts()
+        if self.explorer.detail in set(ids.tolist()):
+            self.explorer._show_detail()
+        return len(ids)
+
+    def _show_tag_counts(self) -> None:
+        try:
+            counts = self.tags().counts()
+        except Exception:  # a dataset without tags yet, or an unreadable folder
+            counts = {}
+        self._tag_counts.object = (
+            '<div style="font-size:12px;color:#555">'
+            + (
+                " · ".join(f"{html.escape(str(t))}: {n:,}" for t, n in sorted(counts.items()))
+                or "No tags yet."
+            )
+            + "</div>"
+        )
+
+    # -- export -------------------------------------------------------------------------------
+    def _filename(self) -> str:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", self._ds.name).strip("-") or "dataset"
+        what = {"grid samples": "selection", "cleaned dataset": "cleaned", "tags": "tags"}
+        return f"{stem}-{what[self.export_what]}.{self.export_format}"
+
+    @param.depends("export_what", "export_format", watch=True)
+    def _rename(self) -> None:
+        self._download.filename = self._filename()
+
+    def export_bytes(self) -> bytes:
+        """The download's content for the current choices."""
+        from embviz.export import export_samples, export_tags
+
+        fmt = self.export_format
+        if self.export_what == "tags":
+            return export_tags(self._ds, None, fmt=fmt)
+        if self.export_what == "cleaned dataset":
+            return export_samples(self._ds, None, clean=True, fmt=fmt)
+        return export_samples(self._ds, None, ids=self._grid_ids(), clean=False, fmt=fmt)
+
+    def _export_file(self):
+        try:
+            data = self.export_bytes()
+        except Exception as exc:
+            self._fail(exc)
+            data = b""
+        else:
+            self._say(f"Exported {self._filename()} ({len(data) / 1024:.0f} KB).")
+        return io.BytesIO(data)
+
+    # -- layout -------------------------------------------------------------------------------
+    def _button(self, label: str, css: str, action) -> pn.widgets.Button:
+        b = pn.widgets.Button(label=label, css_classes=[css], sizing_mode="stretch_width")
+        b.on_click(lambda _: action())
+        return b
+
+    def __panel__(self):
+        e = self.explorer
+        search = [
+            self._button(
+                "Similar to the open sample",
+                "embviz-similar-open",
+                lambda: self.search_ids(
+                    [e.detail] if e.detail >= 0 else [], what="the open sample"
+                ),
+            ),
+            self._button(
+                "Similar to the grid's samples",
+                "embviz-similar-grid",
+                lambda: self.search_ids(self._grid_ids(), what="the grid"),
+            ),
+            pn.pane.HTML('<div style="font-size:12px">…or to an image:</div>'),
+            self._upload,
+        ]
+        text_row = pn.Row(
+            pn.widgets.TextInput.from_param(
+                self.param.text, name="", placeholder="text (CLIP models)"
+            ),
+            self._button("Go", "embviz-search-text", self.search_text),
+        )
+        search.append(text_row)
+        search.append(pn.widgets.IntInput.from_param(self.param.k, name="Results"))
+        ranked = [
+            pn.Row(
+                pn.widgets.Select.from_param(self.param.score, name="Top N by"),
+                pn.widgets.IntInput.from_param(self.param.top_n, name="N", width=80),
+            ),
+            self._button("Show top N", "embviz-top-n", self.show_top),
+            pn.widgets.Select.from_param(self.param.sort_by, name="Sort the grid by"),
+            self._button("Sort", "embviz-sort", self.sort_grid),
+        ]
+        tagging = [
+            pn.widgets.Select.from_param(self.param.tag, name="Tag"),
+            pn.widgets.TextInput.from_param(
+                self.param.tag_value, name="Label / note / name", placeholder="for relabel, note"
+            ),
+            pn.widgets.RadioButtonGroup.from_param(self.param.apply_to, name="Apply to"),
+            pn.Row(
+                self._button("Add tag", "embviz-add-tag", self.add_tag),
+                self._button("Remove", "embviz-remove-tag", self.remove_tag),
+            ),
+            self._tag_counts,
+        ]
+        export = [
+            pn.widgets.Select.from_param(self.param.export_what, name="Export"),
+            pn.widgets.RadioButtonGroup.from_param(self.param.export_format, name="Format"),
+            self._download,
+        ]
+        cards = [
+            pn.Card(*search, title="Find similar", sizing_mode="stretch_width"),
+            pn.Card(*ranked, title="Rank", sizing_mode="stretch_width"),
+            pn.Card(*tagging, title="Tag", sizing_mode="stretch_width"),
+            pn.Card(*export, title="Export", sizing_mode="stretch_width"),
+        ]
+        if not self._search_ok:
+            cards = cards[1:]
+        return pn.Column(self._message, *cards, sizing_mode="stretch_width")
+
+
+def _duplicate_rows(group: np.ndarray, n: int) -> np.ndarray:
+    """Rows of the largest duplicate groups (group -1 or NaN = none), members side by side,
+    at most ``n`` rows."""
+    g = np.where(np.isfinite(group), group, -1).astype(np.int64)
+    rows = np.flatnonzero(g >= 0)
+    if not len(rows):
+        return rows
+    ids, inverse, counts = np.unique(g[rows], return_inverse=True, return_counts=True)
+    size = counts[inverse]
+    order = np.lexsort((g[rows], -size))
+    rows = rows[order]
+    return rows[size[order] >= 2][:n]
