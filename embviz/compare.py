@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClusterCounts", "Shift", "cluster_counts", "neighbour_auc", "read_neighbours", "shift"]
+__all__ = [
+    "ClusterCounts",
+    "Shift",
+    "cluster_counts",
+    "neighbour_auc",
+    "read_neighbours",
+    "shift",
+    "shift_vectors",
+]
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,8 @@ def shift(
     ids_a, ids_b : sample ids of the two groups (disjoint).
     k : neighbours per sample when searching (the saved table's k otherwise).
     sample : without a saved neighbours table, at most this many samples of each group are
-        searched exactly (seeded): the AUC of a sample estimates the AUC of all.
+        searched exactly (seeded, :func:`shift_vectors`): the AUC of a sample estimates the
+        AUC of all.
     seed : seeds that sample.
     """
     ids_a = np.asarray(ids_a, dtype=np.int64)
@@ -132,26 +141,53 @@ def shift(
         rows = _lookup(where, nbr.reshape(-1)).reshape(nbr.shape)
         auc = neighbour_auc(group, rows)
         return Shift(auc, len(ids_a), len(ids_b), nbr.shape[1], "neighbours table")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # sample the ids first: only their vectors are read
     if len(ids_a) > sample:
         ids_a = np.sort(rng.choice(ids_a, sample, replace=False))
     if len(ids_b) > sample:
         ids_b = np.sort(rng.choice(ids_b, sample, replace=False))
-    both = np.concatenate([ids_a, ids_b])
-    vectors = _vectors(ds, embedding, both)
+    return shift_vectors(
+        _vectors(ds, embedding, ids_a),
+        _vectors(ds, embedding, ids_b),
+        k=k,
+        sample=sample,
+        seed=seed,
+    )
+
+
+def shift_vectors(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    k: int = 10,
+    sample: int = 20_000,
+    seed: int = 0,
+    metric: str = "cosine",
+) -> Shift:
+    """The domain-classifier AUC between the rows of ``a`` and of ``b`` (vectors or map
+    coordinates), searching at most ``sample`` seeded rows of each exactly.
+
+    ``metric``: ``cosine`` for embeddings, ``l2`` for coordinates. Fewer than two rows in all
+    give 0.5.
+    """
     from .index import NeighbourIndex
 
-    index = NeighbourIndex.build(both, vectors, kind="flat")
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) > sample:
+        a = a[np.sort(rng.choice(len(a), sample, replace=False))]
+    if len(b) > sample:
+        b = b[np.sort(rng.choice(len(b), sample, replace=False))]
+    source = "exact search on a sample"
+    both = np.concatenate([a, b]).astype(np.float32, copy=False)
     k_eff = min(k, len(both) - 1)
-    if k_eff < 1:
-        return Shift(0.5, len(ids_a), len(ids_b), 0, "exact search on a sample")
-    nbr_ids, _ = index.neighbours(k_eff, progress=False)
-    where = _positions(both)
-    rows = _lookup(where, nbr_ids.reshape(-1)).reshape(nbr_ids.shape)
-    group = np.concatenate([np.ones(len(ids_a), np.int8), np.zeros(len(ids_b), np.int8)])
-    return Shift(
-        neighbour_auc(group, rows), len(ids_a), len(ids_b), k_eff, "exact search on a sample"
-    )
+    if k_eff < 1 or not len(a) or not len(b):
+        return Shift(0.5, len(a), len(b), 0, source)
+    rows = np.arange(len(both), dtype=np.int64)
+    index = NeighbourIndex.build(rows, both, kind="flat", metric=metric)
+    nbr, _ = index.neighbours(k_eff, progress=False)
+    group = np.concatenate([np.ones(len(a), np.int8), np.zeros(len(b), np.int8)])
+    return Shift(neighbour_auc(group, nbr), len(a), len(b), k_eff, source)
 
 
 def cluster_counts(

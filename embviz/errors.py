@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DatasetError", "EmbvizError", "ModelError"]
+__all__ = ["ConfigError", "DatasetError", "EmbvizError", "ExportError", "ModelError", "TagError"]
 
 
 class EmbvizError(Exception):
@@ -19,3 +19,11 @@ class ConfigError(EmbvizError):
 
 class ModelError(EmbvizError):
     """A model name, layer or reshape strategy cannot be resolved or loaded."""
+
+
+class TagError(EmbvizError, ValueError):
+    """A tag name, tag value, user name or sample id given to the tag store is not valid."""
+
+
+class ExportError(EmbvizError, ValueError):
+    """An export was asked for in an unknown format, or for samples the dataset lacks."""

@@ -37,6 +37,19 @@ def _pixels(text: str) -> int:
     return value
 
 
+def _id_list(text: str) -> list[int]:
+    """Parse comma-separated sample ids (``1,2,3``)."""
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integer ids like 1,2,3, got {text!r}"
+        ) from None
+    if not ids:
+        raise argparse.ArgumentTypeError("expected at least one sample id")
+    return ids
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embviz", description="Explore embeddings of image datasets.")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -149,6 +162,31 @@ def _parser() -> argparse.ArgumentParser:
         help="write index.html beside --out listing its reports (an index embviz wrote "
         "before is always updated)",
     )
+
+    s = sub.add_parser(
+        "export", help="write the cleaned manifest, every row with its tags, or the tag list"
+    )
+    s.add_argument("dataset")
+    s.add_argument("--out", required=True, help="file to write: FILE.parquet or FILE.csv")
+    s.add_argument(
+        "--what",
+        default="clean",
+        choices=["clean", "all", "tags"],
+        help="clean: excluded rows dropped, relabels applied (default); all: every row with "
+        "its tags; tags: the tag list",
+    )
+    s.add_argument(
+        "--ids-from",
+        help="export only these samples: a text file of ids, or CSV/Parquet with an id column",
+    )
+
+    s = sub.add_parser("tag", help="tag samples: exclude, relabel, review, note or a custom tag")
+    s.add_argument("dataset")
+    s.add_argument("--ids", required=True, type=_id_list, help="sample ids, e.g. 1,2,3")
+    s.add_argument("--tag", required=True, help="exclude, relabel, review, note or a custom name")
+    s.add_argument("--value", help="the new label (relabel) or the text (note)")
+    s.add_argument("--remove", action="store_true", help="remove the tag instead of adding it")
+    s.add_argument("--user", help="who tags, for the record (default: the login name)")
 
     s = sub.add_parser("serve", help="serve the explorer app for a dataset")
     s.add_argument("dataset")
@@ -304,6 +342,32 @@ def _run(args: argparse.Namespace) -> int:
         folder = Path(args.out).parent
         if args.index or is_embviz_index(folder / "index.html"):
             update_index(folder)
+    elif cmd == "export":
+        from .export import export
+
+        r = export(args.dataset, out=args.out, what=args.what, ids_from=args.ids_from)
+    elif cmd == "tag":
+        import getpass
+
+        from embviz.errors import TagError
+        from embviz.tags import TagStore
+
+        if args.remove and args.value is not None:
+            raise TagError(
+                "--value is not used with --remove (a tag is removed whatever its value)"
+            )
+        user = args.user
+        if user is None:
+            try:
+                user = getpass.getuser()
+            except (KeyError, OSError):  # no login name in some containers
+                user = None
+        store = TagStore(args.dataset)
+        if args.remove:
+            rows = store.remove(args.ids, args.tag, user=user)
+        else:
+            rows = store.add(args.ids, args.tag, args.value, user=user)
+        r = {"tag": args.tag, "removed" if args.remove else "added": rows, "counts": store.counts()}
     elif cmd == "serve":
         from embviz.app.server import serve
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ SCORE_VIEWS: dict[str, str] = {
 }
 #: Tags offered in the menu; a custom name can be typed instead.
 TAG_CHOICES = ["exclude", "review", "relabel", "note", "custom"]
+#: How often a session looks for tags written elsewhere (milliseconds).
+POLL_MS = 3000
 _NEEDS_VALUE = {"relabel": "the new label", "note": "the note", "custom": "the tag name"}
 
 
@@ -54,6 +57,23 @@ def in_background(doc, work: Callable[[], Any], done: Callable[[Any], None], fai
         doc.add_next_tick_callback(lambda: done(result))
 
     render_pool().submit(job)
+
+
+_TAG_STORES: dict[str, Any] = {}
+_TAG_LOCK = threading.Lock()
+
+
+def tag_store(root):
+    """The process-wide :class:`embviz.tags.TagStore` of the dataset at ``root``: sessions
+    share its read cache; writes from any session or process are seen through its version."""
+    from embviz.tags import TagStore
+
+    key = str(root.resolve()) if hasattr(root, "resolve") else str(root)
+    with _TAG_LOCK:
+        store = _TAG_STORES.get(key)
+        if store is None:
+            store = _TAG_STORES[key] = TagStore(root)
+    return store
 
 
 def _user() -> str | None:
@@ -123,6 +143,19 @@ class Curator(pn.viewable.Viewer):
             embed=False,
         )
         self._show_tag_counts()
+        self._seen_version = None
+        doc = self._doc()
+        if doc is not None:  # tags added by other sessions or `embviz tag` show up here too
+            pn.state.add_periodic_callback(self._poll_tags, period=POLL_MS)
+
+    def _poll_tags(self) -> None:
+        try:
+            version = self.tags().version
+        except Exception:  # a tag folder being written or compacted: next time
+            return
+        if version != self._seen_version:
+            self._seen_version = version
+            self._show_tag_counts()
 
     # -- helpers ----------------------------------------------------------------------------
     def _say(self, text: str, *, error: bool = False) -> None:
@@ -152,9 +185,7 @@ class Curator(pn.viewable.Viewer):
     def tags(self):
         """The dataset's :class:`embviz.tags.TagStore` (shared by every session)."""
         if self._tags is None:
-            from embviz.tags import TagStore
-
-            self._tags = TagStore(self._ds.root)
+            self._tags = tag_store(self._ds.root)
         return self._tags
 
     # -- similarity search --------------------------------------------------------------------
@@ -297,7 +328,7 @@ class Curator(pn.viewable.Viewer):
         self._tag_counts.object = (
             '<div style="font-size:12px;color:#555">'
             + (
-                " · ".join(f"{html.escape(str(t))}: {n:,}" for t, n in sorted(counts.items()))
+                " · ".join(f"{html.escape(str(t))}: {n:,}" for t, n in counts.items())
                 or "No tags yet."
             )
             + "</div>"
@@ -319,10 +350,12 @@ class Curator(pn.viewable.Viewer):
 
         fmt = self.export_format
         if self.export_what == "tags":
-            return export_tags(self._ds, None, fmt=fmt)
+            return export_tags(self._ds, None, fmt=fmt, tags=self.tags())
         if self.export_what == "cleaned dataset":
-            return export_samples(self._ds, None, clean=True, fmt=fmt)
-        return export_samples(self._ds, None, ids=self._grid_ids(), clean=False, fmt=fmt)
+            return export_samples(self._ds, None, clean=True, fmt=fmt, tags=self.tags())
+        return export_samples(
+            self._ds, None, ids=self._grid_ids(), clean=False, fmt=fmt, tags=self.tags()
+        )
 
     def _export_file(self):
         try:
@@ -360,27 +393,45 @@ class Curator(pn.viewable.Viewer):
         ]
         text_row = pn.Row(
             pn.widgets.TextInput.from_param(
-                self.param.text, name="", placeholder="text (CLIP models)"
+                self.param.text,
+                name="",
+                placeholder="text (CLIP models)",
+                css_classes=["embviz-search-text-input"],
             ),
             self._button("Go", "embviz-search-text", self.search_text),
         )
         search.append(text_row)
         search.append(pn.widgets.IntInput.from_param(self.param.k, name="Results"))
+        hint = pn.pane.HTML(
+            '<div style="font-size:12px;color:#666">No scores yet: run <code>embviz score</code> '
+            "for outlier, label-issue, uniqueness and duplicate views.</div>",
+            visible=not self.param.score.objects,
+        )
         ranked = [
+            hint,
             pn.Row(
-                pn.widgets.Select.from_param(self.param.score, name="Top N by"),
+                pn.widgets.Select.from_param(
+                    self.param.score, name="Top N by", css_classes=["embviz-score"]
+                ),
                 pn.widgets.IntInput.from_param(self.param.top_n, name="N", width=80),
             ),
             self._button("Show top N", "embviz-top-n", self.show_top),
-            pn.widgets.Select.from_param(self.param.sort_by, name="Sort the grid by"),
+            pn.widgets.Select.from_param(
+                self.param.sort_by, name="Sort the grid by", css_classes=["embviz-sort-by"]
+            ),
             self._button("Sort", "embviz-sort", self.sort_grid),
         ]
         tagging = [
-            pn.widgets.Select.from_param(self.param.tag, name="Tag"),
+            pn.widgets.Select.from_param(self.param.tag, name="Tag", css_classes=["embviz-tag"]),
             pn.widgets.TextInput.from_param(
-                self.param.tag_value, name="Label / note / name", placeholder="for relabel, note"
+                self.param.tag_value,
+                name="Label / note / name",
+                placeholder="for relabel, note",
+                css_classes=["embviz-tag-value"],
             ),
-            pn.widgets.RadioButtonGroup.from_param(self.param.apply_to, name="Apply to"),
+            pn.widgets.RadioButtonGroup.from_param(
+                self.param.apply_to, name="Apply to", css_classes=["embviz-apply-to"]
+            ),
             pn.Row(
                 self._button("Add tag", "embviz-add-tag", self.add_tag),
                 self._button("Remove", "embviz-remove-tag", self.remove_tag),
@@ -388,8 +439,12 @@ class Curator(pn.viewable.Viewer):
             self._tag_counts,
         ]
         export = [
-            pn.widgets.Select.from_param(self.param.export_what, name="Export"),
-            pn.widgets.RadioButtonGroup.from_param(self.param.export_format, name="Format"),
+            pn.widgets.Select.from_param(
+                self.param.export_what, name="Export", css_classes=["embviz-export-what"]
+            ),
+            pn.widgets.RadioButtonGroup.from_param(
+                self.param.export_format, name="Format", css_classes=["embviz-export-format"]
+            ),
             self._download,
         ]
         cards = [

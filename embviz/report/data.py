@@ -18,7 +18,6 @@ __all__ = [
     "read_samples",
     "read_thumbnails",
     "reference_split",
-    "split_shift",
     "top_rows",
 ]
 
@@ -240,44 +239,3 @@ def reference_split(names: list[str], counts: np.ndarray) -> str:
         if name.lower() == "train":
             return name
     return names[int(np.argmax(counts))]
-
-
-def split_shift(
-    x: np.ndarray,
-    y: np.ndarray,
-    codes: np.ndarray,
-    reference: int,
-    other: int,
-    *,
-    sample: int = 20_000,
-    k: int = 15,
-    seed: int = 0,
-) -> float | None:
-    """How well a kNN classifier on the 2D map tells split ``other`` from ``reference``.
-
-    The cross-validated (5-fold) ROC AUC of scikit-learn's ``KNeighborsClassifier`` with
-    ``k`` neighbours on a seeded sample of at most ``sample`` points of each split: 0.5 means
-    the two splits cover the map alike, 1.0 that they do not overlap. None when either split
-    has fewer than ``4 * k`` points.
-    """
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.neighbors import KNeighborsClassifier
-
-    rng = np.random.default_rng(seed)
-    picked = []
-    for code in (reference, other):
-        rows = np.flatnonzero(codes == code)
-        if len(rows) < 4 * k:
-            return None
-        if len(rows) > sample:
-            rows = np.sort(rng.choice(rows, sample, replace=False))
-        picked.append(rows)
-    rows = np.concatenate(picked)
-    features = np.column_stack([x[rows], y[rows]]).astype(np.float64)
-    target = np.r_[np.zeros(len(picked[0]), np.int8), np.ones(len(picked[1]), np.int8)]
-    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-    proba = cross_val_predict(
-        KNeighborsClassifier(n_neighbors=k), features, target, cv=folds, method="predict_proba"
-    )[:, 1]
-    return float(roc_auc_score(target, proba))

@@ -11,7 +11,6 @@ from .data import (
     duplicate_groups,
     read_thumbnails,
     reference_split,
-    split_shift,
     top_rows,
 )
 from .html import Markup, data_uri, join, tag, void
@@ -223,6 +222,24 @@ def galleries(ds, samples: Samples, notes: list[str]) -> Markup:
     return join(parts)
 
 
+#: Neighbours of the split shift's domain classifier.
+SHIFT_K = 15
+
+
+def _map_shift(store, codes: np.ndarray, ref: int, other: int, *, seed: int) -> float | None:
+    """The domain-classifier AUC (:func:`embviz.compare.shift_vectors`) of split ``other``
+    against ``ref`` on the map's coordinates; None when either has fewer than 4k points."""
+    from embviz.compare import shift_vectors
+
+    xy = []
+    for code in (ref, other):
+        rows = np.flatnonzero(codes == code)
+        if len(rows) < 4 * SHIFT_K:
+            return None
+        xy.append(np.column_stack([store.x[rows], store.y[rows]]))
+    return shift_vectors(xy[0], xy[1], k=SHIFT_K, seed=seed, metric="l2").auc
+
+
 def drift(
     store,
     renderer,
@@ -260,7 +277,7 @@ def drift(
             )
             maps.append(tag("div", tag("h3", name), map_figure(frame.png, f"density of {name}")))
             if ref_code is not None and code != ref_code:
-                shift[name] = split_shift(store.x, store.y, codes, ref_code, code, seed=seed)
+                shift[name] = _map_shift(store, codes, ref_code, code, seed=seed)
     else:
         notes.append("No split on the map: no density maps or shift numbers.")
     rows = []
@@ -291,9 +308,9 @@ def drift(
     )
     explain = tag(
         "p",
-        f"Shift: ROC AUC of a 15-nearest-neighbour classifier on the map's coordinates telling "
-        f"the split from {ref} (5-fold, at most 20,000 points of each): 0.5 = the split covers "
-        "the map like the reference, 1.0 = no overlap. — = too few points.",
+        f"Shift: ROC AUC of a {SHIFT_K}-nearest-neighbour domain classifier on the map's "
+        f"coordinates telling the split from {ref} (at most 20,000 points of each): 0.5 = the "
+        "split covers the map like the reference, 1.0 = no overlap. — = too few points.",
         class_="meta",
     )
     body = join(
