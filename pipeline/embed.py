@@ -16,16 +16,12 @@ from typing import Any
 
 from embviz.dataset import Dataset, TableWriter, open_dataset, slugify, vectors_to_table
 from embviz.errors import DatasetError, ModelError
-from embviz.models import DEFAULT_MODEL, get_embedder, model_slug
+from embviz.models import DEFAULT_MODEL, cached_embedder, model_slug
 from embviz.reshape import reshape_label, resolve_reshape
 
 from .runner import run_tasks
 
 __all__ = ["EmbedResult", "embed", "list_layers"]
-
-#: Embedders loaded in this process, keyed by (model, image_size, device): Dask workers load a
-#: model once and reuse it for every partition they are given.
-_EMBEDDERS: dict[tuple[str, int | None, str], Any] = {}
 
 #: Batches decoded ahead of the one the model is running.
 _PREFETCH_BATCHES = 2
@@ -69,10 +65,8 @@ class EmbedResult:
 
 
 def _embedder(model: str, image_size: int | None, device: str):
-    key = (model, image_size, device)
-    if key not in _EMBEDDERS:
-        _EMBEDDERS[key] = get_embedder(model, device=device, image_size=image_size)
-    return _EMBEDDERS[key]
+    # Loaded once per process: Dask workers reuse it for every partition they are given.
+    return cached_embedder(model, image_size=image_size, device=device)
 
 
 def _set_torch_threads() -> None:
@@ -139,13 +133,7 @@ def _prepared_batches(
             image = open_image(path)
         except ImageError as exc:
             return None, str(exc)
-        try:
-            return emb.preprocess(image), None
-        except Exception as exc:
-            raise ModelError(
-                f"{path}: model {emb.name!r} cannot preprocess this image "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
+        return emb.prepare(image, source=path), None
 
     pool = ThreadPoolExecutor(
         max(1, threads), thread_name_prefix="embviz-decode", initializer=_yield_to_model

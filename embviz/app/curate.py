@@ -99,7 +99,10 @@ class Curator(pn.viewable.Viewer):
         default="", doc="The new label for 'relabel', the text of a 'note', a custom tag's name."
     )
     apply_to = param.Selector(
-        default="grid", objects=["grid", "open sample"], doc="Which samples a tag applies to."
+        default="grid",
+        objects=["grid", "marked", "open sample"],
+        doc="Which samples a tag applies to: every sample in the grid, the cards marked with "
+        "ctrl/shift-click, or the sample open in the detail panel.",
     )
     export_what = param.Selector(
         default="grid samples",
@@ -147,6 +150,36 @@ class Curator(pn.viewable.Viewer):
         doc = self._doc()
         if doc is not None:  # tags added by other sessions or `embviz tag` show up here too
             pn.state.add_periodic_callback(self._poll_tags, period=POLL_MS)
+        self._text_row = None
+        if self._search_ok:
+            self._warm_search(doc)
+
+    def _warm_search(self, doc) -> None:
+        """Load the index and the model in the background, so the first search and upload
+        do not wait for them; show the text box once the model is known to read text."""
+
+        def shown(searcher) -> None:
+            self._supports_text = bool(searcher.supports_text)
+            if self._text_row is not None:
+                self._text_row.visible = self._supports_text
+
+        def quiet(exc: BaseException) -> None:  # e.g. vectors with no model: by id still works
+            import logging
+
+            logging.getLogger(__name__).info("search warm-up: %s", exc)
+
+        if doc is None:
+            return
+
+        def job() -> None:  # its own thread: a torch import must not hold a render thread
+            try:
+                searcher = self._searcher().warm()
+            except Exception as exc:
+                quiet(exc)
+                return
+            doc.add_next_tick_callback(lambda: shown(searcher))
+
+        threading.Thread(target=job, name="embviz-search-warm", daemon=True).start()
 
     def _poll_tags(self) -> None:
         try:
@@ -180,6 +213,8 @@ class Curator(pn.viewable.Viewer):
         if self.apply_to == "open sample":
             sid = self.explorer.detail
             return np.array([sid] if sid >= 0 else [], dtype=np.int64)
+        if self.apply_to == "marked":
+            return np.asarray(self.explorer.grid.marked, dtype=np.int64)
         return self._grid_ids()
 
     def tags(self):
@@ -211,13 +246,16 @@ class Curator(pn.viewable.Viewer):
             self._doc(), lambda: self._searcher().by_ids(ids, k), self._show_result, self._fail
         )
 
-    def search_image(self, data: bytes) -> None:
+    def search_image(self, data: bytes, name: str | None = None) -> None:
         """Fill the grid with the samples most similar to an image, embedded with the
         dataset's own model."""
         k = self.k
         self._say("Embedding the uploaded image…")
         in_background(
-            self._doc(), lambda: self._searcher().by_image(data, k), self._show_result, self._fail
+            self._doc(),
+            lambda: self._searcher().by_image(data, k, name=name),
+            self._show_result,
+            self._fail,
         )
 
     def search_text(self, text: str | None = None) -> None:
@@ -234,7 +272,7 @@ class Curator(pn.viewable.Viewer):
 
     def _on_upload(self, event) -> None:
         if event.new:
-            self.search_image(bytes(event.new))
+            self.search_image(bytes(event.new), self._upload.filename or None)
 
     # -- ranked views -------------------------------------------------------------------------
     def show_top(self, score: str | None = None, n: int | None = None) -> None:
@@ -300,7 +338,12 @@ class Curator(pn.viewable.Viewer):
     def _change_tags(self, *, remove: bool) -> int:
         ids = self._target_ids()
         if not len(ids):
-            self._say(f"No samples to tag: the {self.apply_to} is empty.", error=True)
+            what = {"grid": "the grid is", "marked": "no card is", "open sample": "no sample is"}
+            hint = {"marked": " marked (ctrl- or shift-click cards)", "open sample": " open"}
+            self._say(
+                f"No samples to tag: {what[self.apply_to]}{hint.get(self.apply_to, ' empty')}.",
+                error=True,
+            )
             return 0
         try:
             tag, value = self._tag_and_value()
@@ -400,6 +443,8 @@ class Curator(pn.viewable.Viewer):
             ),
             self._button("Go", "embviz-search-text", self.search_text),
         )
+        text_row.visible = self._supports_text
+        self._text_row = text_row
         search.append(text_row)
         search.append(pn.widgets.IntInput.from_param(self.param.k, name="Results"))
         hint = pn.pane.HTML(

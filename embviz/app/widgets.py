@@ -99,6 +99,7 @@ _GRID_CSS = """
   font: inherit; color: inherit; cursor: pointer; min-width: 0; }
 .embviz-grid-item:hover { border-color: #8aa4c8; }
 .embviz-grid-item.is-selected { border-color: #2f6fd1; box-shadow: 0 0 0 2px #2f6fd155; }
+.embviz-grid-item.is-marked { background: #fff4d6; border-color: #d99a00; }
 .embviz-grid-item img { width: 100%; aspect-ratio: 1; object-fit: contain; background: #f3f4f6;
   image-rendering: auto; }
 .embviz-grid-label, .embviz-grid-caption { max-width: 100%; overflow: hidden;
@@ -113,8 +114,12 @@ export function render({ model }) {
 
   function paintSelected() {
     const selected = String(model.selected_id);
+    const marked = new Set(model.marked.map(String));
     for (const card of root.children) {
-      card.classList.toggle("is-selected", card.getAttribute("data-id") === selected);
+      const id = card.getAttribute("data-id");
+      card.classList.toggle("is-selected", id === selected);
+      card.classList.toggle("is-marked", marked.has(id));
+      card.setAttribute("aria-pressed", String(marked.has(id)));
     }
   }
   function layout() {
@@ -149,9 +154,14 @@ export function render({ model }) {
   }
   root.addEventListener("click", (event) => {
     const card = event.target.closest(".embviz-grid-item");
-    if (card) model.send_msg({ action: "click", id: Number(card.getAttribute("data-id")) });
+    if (!card) return;
+    // Ctrl-, Cmd- or Shift-click marks a card (for tagging some of a selection); a plain
+    // click opens it.
+    const mark = event.ctrlKey || event.metaKey || event.shiftKey;
+    model.send_msg({ action: mark ? "mark" : "click", id: Number(card.getAttribute("data-id")) });
   });
   model.on("items", build);
+  model.on("marked", paintSelected);
   model.on(["columns", "thumb_px"], layout);
   model.on("selected_id", paintSelected);
   layout();
@@ -249,6 +259,10 @@ class ImageGrid(JSComponent):
         default=96, bounds=(8, None), doc="Largest width of a card's image in CSS pixels."
     )
     selected_id = param.Integer(default=-1, doc="Id of the highlighted card; -1 highlights none.")
+    marked = param.List(default=[], doc="Ids of the cards drawn as marked (ctrl/shift-click).")
+    toggled = param.Integer(
+        default=-1, doc="Id of the card ctrl/shift-clicked last; re-set on every such click."
+    )
     clicked = param.Integer(default=-1, doc="Id of the card clicked last; -1 before any click.")
     clicks = param.Integer(
         default=0, bounds=(0, None), doc="Number of clicks so far; watch it to see every click."
@@ -257,7 +271,7 @@ class ImageGrid(JSComponent):
     _esm = _GRID_ESM
     _stylesheets = [_GRID_CSS]
     # Python-only state: the browser reports clicks by message and never needs these back.
-    _rename = {"clicked": None, "clicks": None}
+    _rename = {"clicked": None, "clicks": None, "toggled": None}
 
     def __init__(self, **params):
         params.setdefault("sizing_mode", "stretch_width")
@@ -265,11 +279,16 @@ class ImageGrid(JSComponent):
         super().__init__(**params)
 
     def _handle_msg(self, data) -> None:
-        if not (isinstance(data, dict) and data.get("action") == "click"):
+        if not (isinstance(data, dict) and data.get("action") in ("click", "mark")):
             return
         try:
             card = int(data["id"])
         except (KeyError, TypeError, ValueError):
+            return
+        if data["action"] == "mark":
+            if self.toggled == card:
+                self.toggled = -1  # so that watchers run on a repeat
+            self.toggled = card
             return
         self.param.update(clicked=card, selected_id=card, clicks=self.clicks + 1)
 
@@ -359,11 +378,15 @@ class SelectionGrid(pn.viewable.Viewer):
     )
     title = param.String(default="Selection", doc="Heading shown above the count.")
     noun = param.String(default="selected", doc="Word after the count: 'selected', 'results'.")
+    marked = param.List(
+        default=[], doc="Ids marked with ctrl/shift-click, on any page; cleared by new ids."
+    )
 
     def __init__(self, **params):
         super().__init__(**params)
         self._grid = ImageGrid()
         self._grid.param.watch(lambda _: _reopen(self, self._grid.clicked), "clicks")
+        self._grid.param.watch(self._on_toggle, "toggled")
         self._header = pn.pane.HTML(stylesheets=[_PANEL_CSS], sizing_mode="stretch_width")
         self._counts = pn.pane.HTML(stylesheets=[_PANEL_CSS], sizing_mode="stretch_width")
         self._hint = pn.pane.HTML(
@@ -397,8 +420,27 @@ class SelectionGrid(pn.viewable.Viewer):
         """Number of pages; at least 1, even for an empty selection."""
         return max(1, math.ceil(len(self.ids) / self.page_size))
 
+    def _on_toggle(self, event) -> None:
+        if event.new is None or event.new < 0:
+            return
+        self.toggle_mark(int(event.new))
+
+    def toggle_mark(self, sample_id: int) -> None:
+        """Mark ``sample_id`` or take its mark away."""
+        marked = [i for i in self.marked if i != sample_id]
+        if len(marked) == len(self.marked):
+            marked.append(sample_id)
+        self.marked = marked
+
+    @param.depends("marked", watch=True)
+    def _paint_marks(self) -> None:
+        self._grid.marked = list(self.marked)
+        self._show_header()
+
     @param.depends("ids", "labels", "captions", watch=True)
     def _on_selection(self) -> None:
+        if self.marked:
+            self.marked = []
         n = len(self.ids)
         if self.captions is not None and len(self.captions) != n:
             raise ValueError(
@@ -424,7 +466,9 @@ class SelectionGrid(pn.viewable.Viewer):
     def _show_header(self) -> None:
         self._header.object = (
             f'<div class="embviz-heading">{html.escape(self.title)}</div>'
-            f"<div><b>{len(self.ids):,}</b> {html.escape(self.noun)}</div>"
+            f"<div><b>{len(self.ids):,}</b> {html.escape(self.noun)}"
+            + (f" · <b>{len(self.marked):,}</b> marked" if self.marked else "")
+            + "</div>"
         )
 
     @param.depends("page", "page_size", "thumb_url", watch=True)

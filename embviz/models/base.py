@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,9 @@ class Embedder:
         self._sha: str | None = None
         self._layers: list[tuple[str, tuple[int, ...]]] | None = None
         self._modules = dict(model.named_modules())
+        # Layer hooks live on the shared model: one forward pass at a time per embedder, so
+        # threads (explorer sessions) never capture each other's activations.
+        self._forward_lock = threading.Lock()
         if pooled_module is not None and pooled_module not in self._modules:
             raise ModelError(f"{name}: model has no module {pooled_module!r} to pool from")
 
@@ -164,6 +168,39 @@ class Embedder:
     def preprocess(self, image) -> Any:
         """``PIL RGB image -> float32 tensor (3, H, W)`` ready for :meth:`embed_batch`."""
         return self.transform(image)
+
+    def prepare(self, image, *, source: Any = None) -> Any:
+        """:meth:`preprocess`, failing with a :class:`ModelError` that names ``source`` (the
+        image's file or upload) when the model's transform rejects the image."""
+        try:
+            return self.preprocess(image)
+        except Exception as exc:
+            raise ModelError(
+                f"{source or 'image'}: model {self.name!r} cannot preprocess this image "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def embed_images(
+        self,
+        images: Sequence[Any],
+        layers: Sequence[str] = (POOLED,),
+        reshape: Any = "mean",
+        *,
+        sources: Sequence[Any] | None = None,
+    ) -> dict[str, Any]:
+        """Embed decoded RGB images exactly as ``embviz embed`` does: :meth:`prepare` each one,
+        then one :meth:`embed_batch`. Returns ``{layer: float32 ndarray (n, d)}``.
+
+        ``sources`` (one per image) name the images in errors. Decode files with
+        :func:`embviz.images.open_image`, as the embed step does.
+        """
+        import torch
+
+        names = list(sources) if sources is not None else [None] * len(images)
+        batch = torch.stack(
+            [self.prepare(im, source=src) for im, src in zip(images, names, strict=True)]
+        )
+        return self.embed_batch(batch, layers, reshape)
 
     def dummy_batch(self, n: int = 1):
         """A batch of ``n`` preprocessed blank images (for shapes and warm-up)."""
@@ -245,22 +282,23 @@ class Embedder:
         def pooled_hook(_module, inputs):
             captured[POOLED] = first_tensor(inputs)
 
-        try:
-            for name in wanted - {POOLED}:
-                handles.append(self._modules[name].register_forward_hook(hook_for(name)))
-            if POOLED in wanted and self._pooled_module is not None:
-                module = self._modules[self._pooled_module]
-                handles.append(module.register_forward_pre_hook(pooled_hook))
-            with torch.inference_mode():
-                try:
-                    output = self._forward(self.model, batch.to(self.device))
-                except _Enough:
-                    output = None
-                if POOLED in wanted and self._pooled_from_output is not None:
-                    captured[POOLED] = self._pooled_from_output(output)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with self._forward_lock:
+            try:
+                for name in wanted - {POOLED}:
+                    handles.append(self._modules[name].register_forward_hook(hook_for(name)))
+                if POOLED in wanted and self._pooled_module is not None:
+                    module = self._modules[self._pooled_module]
+                    handles.append(module.register_forward_pre_hook(pooled_hook))
+                with torch.inference_mode():
+                    try:
+                        output = self._forward(self.model, batch.to(self.device))
+                    except _Enough:
+                        output = None
+                    if POOLED in wanted and self._pooled_from_output is not None:
+                        captured[POOLED] = self._pooled_from_output(output)
+            finally:
+                for handle in handles:
+                    handle.remove()
         if strict:
             missing = [n for n in layers if n not in captured]
             if missing:
