@@ -65,7 +65,7 @@ def free_port() -> int:
 class PanelServer:
     """``panel serve apps/explorer.py --args DATASET`` on loopback, its output in a log file."""
 
-    def __init__(self, dataset, log_path):
+    def __init__(self, dataset, log_path, extra: tuple[str, ...] = ()):
         import subprocess
         import sys
         from pathlib import Path
@@ -87,6 +87,7 @@ class PanelServer:
             str(self.port),
             "--allow-websocket-origin",
             f"127.0.0.1:{self.port}",
+            *extra,
             "--args",
             str(dataset),
         ]

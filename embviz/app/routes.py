@@ -17,6 +17,7 @@ from typing import Any
 
 import tornado.ioloop
 import tornado.web
+from bokeh.server.views.auth_request_handler import AuthRequestHandler
 
 from embviz.dataset import Dataset, open_dataset, slugify
 from embviz.errors import DatasetError
@@ -303,7 +304,8 @@ def _encode_full(path: Path) -> bytes:
 
 # -- handlers ------------------------------------------------------------------------------------
 def _allowed(handler: tornado.web.RequestHandler) -> bool:
-    """Whether ``handler``'s request may read images; the seam for Panel's auth (allows all)."""
+    """Whether ``handler``'s request may read images, after the login check: a seam for
+    per-dataset rules (allows every logged-in user)."""
     return True
 
 
@@ -312,15 +314,34 @@ async def _off_loop(fn, *args):
     return await tornado.ioloop.IOLoop.current().run_in_executor(None, fn, *args)
 
 
-class _ImageRoute(tornado.web.RequestHandler):
-    """Shared behaviour: access hook, key and id parsing, caching headers, plain-text errors."""
+def _auth_on(handler: tornado.web.RequestHandler) -> bool:
+    """Whether the server runs with an auth provider (Panel's ``--basic-auth``, ``--oauth-*``,
+    or Bokeh's ``--auth-module``): then every image request needs a logged-in user."""
+    provider = getattr(handler.application, "auth_provider", None)
+    return provider is not None and (
+        getattr(provider, "get_user", None) is not None
+        or getattr(provider, "get_user_async", None) is not None
+    )
+
+
+class _ImageRoute(AuthRequestHandler):
+    """Shared behaviour: login check, access hook, key and id parsing, caching headers,
+    plain-text errors."""
 
     cache_control = "public, max-age=31536000, immutable"
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        # With auth on, the same user check as Bokeh's own pages (the secure "user" cookie that
+        # Panel's login sets): no image is readable without logging in, and responses are
+        # cacheable by the browser only, never by a shared proxy.
+        if _auth_on(self):
+            await super().prepare()
+            if not self.current_user:
+                raise tornado.web.HTTPError(403)
+            self.cache_control = self.cache_control.replace("public", "private")
         if not _allowed(self):
             raise tornado.web.HTTPError(403)
 
