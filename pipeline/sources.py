@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,11 @@ def str_or_none(value: Any) -> str | None:
     return str(value)
 
 
+#: A manifest cell that is a URL (``http://``, ``s3://``, ``file://``...), not a path. One
+#: letter before the colon is a Windows drive, not a scheme.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
+
+
 def _manifest_path(base: Path, raw: Any) -> str | None:
     """The absolute path a manifest cell points at, or None for an empty cell."""
     if raw is None or str(raw).strip() == "":
@@ -175,6 +181,13 @@ def scan_manifest(path: Path) -> tuple[Sources, list[dict[str, Any]]]:
     src = Sources([], [], [], [], metadata_columns(table, path, drop=("path", "label", "split")))
     skipped: list[dict[str, Any]] = []
     for row, raw in enumerate(raw_paths):
+        if raw is not None and _URL.match(str(raw).strip()):
+            # Never fetched: a dataset must not make this machine request other hosts (or
+            # read file:// paths outside the manifest's rules). Download the images first.
+            skipped.append(
+                {"row": row, "path": str(raw), "reason": "a URL, not a local file: not fetched"}
+            )
+            continue
         full = _manifest_path(path.parent, raw)
         if full is None:
             skipped.append({"row": row, "path": None, "reason": "empty path"})
