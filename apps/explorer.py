@@ -1,4 +1,7 @@
-"""Entry script for ``panel serve apps/explorer.py --args DATASET [--reports SETTINGS.yaml]``."""
+"""Entry script for ``panel serve apps/explorer.py --args DATASET [DATASET ...] [--reports F]``.
+
+With several datasets, ``/explorer?dataset=KEY`` picks one (KEY: the folder's name).
+"""
 
 import argparse
 import sys
@@ -8,9 +11,20 @@ import panel as pn
 from embviz.app.server import explorer_page, warm_up
 
 parser = argparse.ArgumentParser(prog="apps/explorer.py")
-parser.add_argument("dataset", nargs="?", default="data/demo", help="dataset directory")
+parser.add_argument("dataset", nargs="*", default=["data/demo"], help="dataset directories")
 parser.add_argument("--reports", default=None, help="report schedule settings (YAML)")
 args = parser.parse_args(sys.argv[1:])
+
+
+def _warm(dataset: str) -> bool:
+    try:
+        warm_up(dataset)
+    except Exception as exc:  # that dataset's page says what is wrong; the others still work
+        print(f"embviz: {dataset}: {exc}", file=sys.stderr)
+    return True
+
+
 # Once per process: load the shared data and compile the kernels (in a background thread).
-pn.state.as_cached(f"embviz-warm-{args.dataset}", lambda: warm_up(args.dataset) or True)
-explorer_page(args.dataset, reports=args.reports).servable()
+for dataset in args.dataset:
+    pn.state.as_cached(f"embviz-warm-{dataset}", lambda d=dataset: _warm(d))
+explorer_page(list(args.dataset), reports=args.reports).servable()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv  # noqa: F401  (pa.csv)
+import pytest
 from PIL import Image
 
 from pipeline.ingest import ingest
@@ -50,3 +52,42 @@ def test_manifest_urls_are_never_fetched(tmp_path):
     reasons = {s["row"]: s["reason"] for s in report["skipped"]}
     assert set(reasons) == {1, 2, 3, 4}
     assert all("URL" in r and "not fetched" in r for r in reasons.values())
+
+
+@pytest.mark.browser
+def test_a_corrupt_dataset_gets_an_error_page_and_the_others_keep_working(
+    browser, tmp_path, artifacts
+):
+    from conftest import PanelServer
+
+    from embviz.dataset import open_dataset
+    from pipeline.synth import synth
+
+    good = Path(synth(tmp_path / "good", points=3000, dims=(2,), progress=False).root)
+    broken_part = Path(synth(tmp_path / "broken-part", points=3000, dims=(2,), progress=False).root)
+    part = open_dataset(broken_part).part_paths("projections/synth.2d")[0]
+    part.write_bytes(part.read_bytes()[:100])  # truncated: not Parquet any more
+    broken_manifest = tmp_path / "broken-manifest"
+    broken_manifest.mkdir()
+    (broken_manifest / "manifest.json").write_text('{"format": "embviz-dataset", <script>')
+    server = PanelServer([broken_part, good, broken_manifest], tmp_path / "serve.log")
+    server.wait()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        for key, named in (("broken-part", part.name), ("broken-manifest", "manifest.json")):
+            page.goto(f"{server.url}?dataset={key}")
+            page.get_by_text("This dataset cannot be opened").first.wait_for(timeout=60_000)
+            text = page.locator(".embviz-error").first.inner_text()
+            assert named in text
+            page.screenshot(path=str(artifacts / f"hostile_{key}.png"))
+        assert page.locator("script", has_text="<script>").count() == 0
+        # The server still serves the good dataset, next to the broken ones.
+        page.goto(f"{server.url}?dataset=good")
+        page.get_by_text("of 3,000 points in view").first.wait_for(timeout=60_000)
+        assert server.proc.poll() is None
+    finally:
+        page.close()
+        server.stop()
+    assert not errors, errors

@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["URL_STATE", "bound_dask", "explorer_page", "serve", "warm_up"]
+__all__ = [
+    "URL_STATE",
+    "bound_dask",
+    "dataset_keys",
+    "explorer_page",
+    "release_memory",
+    "serve",
+    "warm_up",
+]
 
 #: Explorer parameters mirrored in the page URL (parameter -> query key), so a link reproduces
 #: the view: projection, colouring, style, hidden classes, filters, zoom and the open sample.
@@ -23,12 +31,60 @@ URL_STATE = {
 }
 
 
-def explorer_page(dataset: str | Path, *, reports: str | Path | None = None):
+def dataset_keys(datasets) -> dict[str, Path]:
+    """URL key -> dataset path for the datasets a server was started with.
+
+    A key is the folder's name made URL-safe (``-2``, ``-3`` ... for repeats): the ``dataset``
+    query argument picks one of these keys, never a path, so a request cannot name a folder.
+    """
+    from embviz.dataset import slugify
+
+    keys: dict[str, Path] = {}
+    for d in datasets:
+        path = Path(d)
+        base = slugify(path.resolve().name).lower() or "dataset"
+        key, n = base, 1
+        while key in keys:
+            n += 1
+            key = f"{base}-{n}"
+        keys[key] = path
+    return keys
+
+
+def _chosen(keys: dict[str, Path]) -> str:
+    import panel as pn
+
+    raw = (pn.state.session_args or {}).get("dataset") or [b""]
+    wanted = raw[0].decode("utf-8", "replace") if isinstance(raw[0], bytes) else str(raw[0])
+    return wanted if wanted in keys else next(iter(keys))
+
+
+def _dataset_links(keys: dict[str, Path], current: str) -> str:
+    import html
+    from urllib.parse import quote
+
+    if len(keys) < 2:
+        return ""
+    links = " · ".join(
+        f"<b>{html.escape(k)}</b>"
+        if k == current
+        else f'<a href="?dataset={quote(k)}">{html.escape(k)}</a>'
+        for k in keys
+    )
+    return f'<div class="embviz-datasets" style="font-size:13px">Datasets: {links}</div>'
+
+
+def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path | None = None):
     """The explorer page (a Panel template) for ``dataset``, its state synced with the URL.
 
-    ``reports``: a report settings file (``config/reports.yaml``) whose schedule this server
-    process runs (registered once per process, whichever session comes first).
+    ``dataset``: one dataset, or several: the ``dataset`` query argument then picks one by its
+    key (:func:`dataset_keys`), with links to the others. A dataset that cannot be opened (a
+    corrupt manifest or Parquet file) gets a page saying what is wrong, and the others keep
+    working. ``reports``: a report settings file (``config/reports.yaml``) whose schedule this
+    server process runs (registered once per process, whichever session comes first).
     """
+    import html
+
     import panel as pn
 
     from . import routes
@@ -40,16 +96,38 @@ def explorer_page(dataset: str | Path, *, reports: str | Path | None = None):
         from .schedule import schedule_from_settings
 
         schedule_from_settings(reports)
-    explorer = Explorer(dataset)
+    keys = dataset_keys(dataset if isinstance(dataset, list | tuple) else [dataset])
+    key = _chosen(keys)
+    links = _dataset_links(keys, key)
+    try:
+        explorer = Explorer(keys[key])
+    except Exception as exc:  # a broken dataset must not take the server (or others) down
+        import logging
+
+        logging.getLogger(__name__).warning("dataset %s cannot be opened: %s", keys[key], exc)
+        message = html.escape(f"{type(exc).__name__}: {exc}")
+        return pn.template.FastListTemplate(
+            title="embviz",
+            main=[
+                pn.pane.HTML(
+                    f"{links}<h2>This dataset cannot be opened</h2>"
+                    f'<pre class="embviz-error" style="white-space:pre-wrap">{message}</pre>'
+                    "<p>Fix or rebuild it (e.g. re-run the step that wrote the file named "
+                    "above); the server keeps serving the other datasets.</p>",
+                    sizing_mode="stretch_width",
+                )
+            ],
+        )
     doc = pn.state.curdoc
     if doc is not None and getattr(doc, "session_context", None) is not None:
         doc.on_session_destroyed(release_memory)
     if pn.state.location is not None:
         pn.state.location.sync(explorer, URL_STATE)
+    header = [pn.pane.HTML(links, sizing_mode="stretch_width")] if links else []
     return pn.template.FastListTemplate(
         title=f"embviz · {explorer._ds.name}",
         sidebar=[explorer.sidebar()],
-        main=[explorer.main()],
+        main=[*header, explorer.main()],
         sidebar_width=320,
     )
 
@@ -143,28 +221,39 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
 
 
 def serve(
-    dataset: str | Path,
+    dataset: str | Path | list[str | Path],
     *,
     port: int = 5006,
     address: str = "localhost",
     show: bool = False,
     reports: str | Path | None = None,
 ) -> None:
-    """Serve the explorer for ``dataset`` at ``http://address:port/explorer`` until interrupted.
+    """Serve the explorer for ``dataset`` (one or several) at ``http://address:port/explorer``
+    until interrupted; with several, ``?dataset=KEY`` picks one (:func:`dataset_keys`).
 
     ``reports``: a report settings file; its schedule runs in this server process.
     """
+    import logging
+
     import panel as pn
 
     from . import routes
 
-    warm_up(dataset)  # fails now, with the dataset's own message, rather than per session
+    datasets = list(dataset) if isinstance(dataset, list | tuple) else [dataset]
+    for i, d in enumerate(datasets):
+        try:
+            warm_up(d)
+        except Exception as exc:
+            if len(datasets) == 1:
+                raise  # one dataset: fail now, with its own message, rather than per session
+            # Several: serve the others; this one's page says what is wrong.
+            logging.getLogger(__name__).error("dataset %d (%s) cannot be opened: %s", i, d, exc)
     if reports:
         from embviz.config import load_report_settings
 
         load_report_settings(reports)  # a bad settings file fails now, naming the key
     pn.serve(
-        {"explorer": lambda: explorer_page(dataset, reports=reports)},
+        {"explorer": lambda: explorer_page(datasets, reports=reports)},
         port=port,
         address=address,
         show=show,
