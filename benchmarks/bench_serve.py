@@ -80,7 +80,9 @@ def _views(extent, rng: np.random.Generator, count: int):
         scale = float(np.clip(scale * rng.choice([0.5, 0.7, 1.0, 1.4, 2.0]), 1 / 64, 1.0))
         cx = float(np.clip(cx + rng.normal(0, 0.15) * w * scale, x0, x1))
         cy = float(np.clip(cy + rng.normal(0, 0.15) * h * scale, y0, y1))
-        out.append(View(cx - w * scale / 2, cx + w * scale / 2, cy - h * scale / 2, cy + h * scale / 2))
+        out.append(
+            View(cx - w * scale / 2, cx + w * scale / 2, cy - h * scale / 2, cy + h * scale / 2)
+        )
     return out
 
 
@@ -156,9 +158,7 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
         latencies: list[list[float]] = [[] for _ in sessions]
         stop = threading.Event()
         threads = [
-            threading.Thread(
-                target=_drive, args=(e, arrived, _views(extent, rng, 1000), lat, stop)
-            )
+            threading.Thread(target=_drive, args=(e, arrived, _views(extent, rng, 1000), lat, stop))
             for (e, arrived), lat in zip(sessions, latencies, strict=True)
         ]
         for t in threads:

@@ -14,9 +14,11 @@ from .errors import ConfigError
 
 __all__ = [
     "EmbedConfig",
+    "IndexConfig",
     "Recipe",
     "ReduceConfig",
     "ReportSettings",
+    "ScoreConfig",
     "SourceConfig",
     "check_schedule",
     "from_mapping",
@@ -78,8 +80,32 @@ class ReduceConfig:
 
 
 @dataclass
+class IndexConfig:
+    """One neighbour index; keys are the options of ``embviz index``."""
+
+    embedding: str | None = None  #: default the first embedding
+    k: int = 10
+    metric: str = "cosine"
+    exact_below: int = 200_000
+    seed: int = 0
+
+
+@dataclass
+class ScoreConfig:
+    """The per-sample scores; keys are the options of ``embviz score``."""
+
+    embedding: str | None = None  #: default the first embedding
+    k: int = 10
+    clusters: int | None = None
+    near_threshold: float | None = None
+    pixel_check: bool | None = None
+    label_method: str = "auto"
+    seed: int = 0
+
+
+@dataclass
 class Recipe:
-    """A pipeline recipe for ``embviz build``: ingest, then each embed, then each reduce."""
+    """A pipeline recipe for ``embviz build``: ingest, each embed, each reduce, each index, score."""
 
     dataset: str
     source: SourceConfig
@@ -87,6 +113,8 @@ class Recipe:
     scheduler: str | None = None
     embed: list[EmbedConfig] = field(default_factory=list)
     reduce: list[ReduceConfig] = field(default_factory=list)
+    index: list[IndexConfig] = field(default_factory=list)
+    score: ScoreConfig | None = None
 
 
 @dataclass

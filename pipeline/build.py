@@ -1,4 +1,4 @@
-"""Run a recipe end to end: ingest, each embedding pass, each projection."""
+"""Run a recipe end to end: ingest, each embedding pass, each projection, indexes, scores."""
 
 from __future__ import annotations
 
@@ -36,8 +36,10 @@ def build(
     (embedding partitions already written are kept).
     """
     from .embed import embed
+    from .index import index
     from .ingest import ingest
     from .reduce import reduce
+    from .score import score
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -60,4 +62,8 @@ def build(
         steps.append(
             reduce(out, scheduler=scheduler, progress=progress, **dataclasses.asdict(opts))
         )
+    for opts in recipe.index:
+        steps.append(index(out, progress=progress, **dataclasses.asdict(opts)))
+    if recipe.score is not None:
+        steps.append(score(out, progress=progress, **dataclasses.asdict(recipe.score)))
     return BuildResult(dataset=out, steps=steps, seconds=time.time() - t0)

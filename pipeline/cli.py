@@ -129,6 +129,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--force", action="store_true", help="rebuild even if already done")
 
+    s = sub.add_parser(
+        "score", help="per-sample scores: outliers, label issues, duplicates, clusters"
+    )
+    s.add_argument("dataset")
+    s.add_argument("--embedding", help="embedding name (default: the first)")
+    s.add_argument("-k", type=int, default=10, help="neighbours per row the scores use")
+    s.add_argument("--clusters", type=int, help="k-means clusters (default 20, fewer if tiny)")
+    s.add_argument(
+        "--near-threshold", type=float, help="near-duplicate embedding distance (default adaptive)"
+    )
+    s.add_argument("--force", action="store_true", help="recompute even if already done")
+
     s = sub.add_parser("build", help="run a YAML recipe end to end")
     s.add_argument("config")
     s.add_argument("--dataset", help="override the recipe's dataset directory")
@@ -188,8 +200,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--remove", action="store_true", help="remove the tag instead of adding it")
     s.add_argument("--user", help="who tags, for the record (default: the login name)")
 
-    s = sub.add_parser("serve", help="serve the explorer app for a dataset")
-    s.add_argument("dataset")
+    s = sub.add_parser("serve", help="serve the explorer app for one or more datasets")
+    s.add_argument("dataset", nargs="+", help="dataset folders (several: ?dataset=NAME picks one)")
     s.add_argument("--port", type=int, default=5006)
     s.add_argument("--address", default="localhost")
     s.add_argument("--show", action="store_true", help="open a browser tab")
@@ -265,6 +277,18 @@ def _run(args: argparse.Namespace) -> int:
             k=args.k,
             metric=args.metric,
             exact_below=args.exact_below,
+            force=args.force,
+            progress=progress,
+        )
+    elif cmd == "score":
+        from .score import score
+
+        r = score(
+            args.dataset,
+            embedding=args.embedding,
+            k=args.k,
+            clusters=args.clusters,
+            near_threshold=args.near_threshold,
             force=args.force,
             progress=progress,
         )
@@ -372,7 +396,7 @@ def _run(args: argparse.Namespace) -> int:
         from embviz.app.server import serve
 
         serve(
-            Path(args.dataset),
+            [Path(d) for d in args.dataset] if len(args.dataset) > 1 else Path(args.dataset[0]),
             port=args.port,
             address=args.address,
             show=args.show,

@@ -89,11 +89,7 @@ class PanelServer:
             f"127.0.0.1:{self.port}",
             *extra,
             "--args",
-            *(
-                [str(d) for d in dataset]
-                if isinstance(dataset, list | tuple)
-                else [str(dataset)]
-            ),
+            *([str(d) for d in dataset] if isinstance(dataset, list | tuple) else [str(dataset)]),
         ]
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()

@@ -46,12 +46,13 @@ def test_page_shows_rendered_points(browser, serve_app, small_dataset, artifacts
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url)
-    page.get_by_text("class 1").first.wait_for(timeout=60_000)
+    legend = page.locator(".embviz-legend-name")
+    legend.filter(has_text="class 1").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1500)
     png = page.screenshot(path=str(artifacts / "app_overview.png"))
     # The hostile label shows as text in the legend, and hovering its points (3,000 points:
     # tooltips are on at full view) runs nothing.
-    assert page.get_by_text(HOSTILE).first.is_visible()
+    assert legend.filter(has_text=HOSTILE).first.is_visible()
     box = page.locator("canvas").first.bounding_box()
     tips = page.locator(".embviz-tip")
     seen = 0

@@ -86,7 +86,9 @@ def test_view_selection_and_detail(demo_dataset):
     ex._on_tap(ex.store.nearest(float(ex.store.x[row]), float(ex.store.y[row]), 1e-6))
     sid = int(ex.store.ids[row])
     assert ex.detail == sid and ex.details.visible_detail
-    assert ex.details.sample["id"] == sid and ex.details.sample["neighbours in"] == "embedding"
+    assert (
+        ex.details.sample["id"] == sid and ex.details.sample["neighbours in"] == "embedding index"
+    )  # the demo recipe builds it
     assert ex.details.image_src.endswith(f"/{sid}")
     near = ex.details.neighbours
     assert len(near) == 8 and all(n["id"] != sid for n in near)

@@ -24,6 +24,9 @@ __all__ = ["Explorer", "projection_choices"]
 _RANK = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
 #: Categorical columns with more values than this get no filter widget (they still colour).
 _MAX_FILTER_CHOICES = 200
+#: Numeric columns that are ids, not quantities: no colour scale, no range filter (the
+#: curation panel shows duplicate groups side by side instead).
+_NOT_COLOURS = frozenset({"duplicate_group"})
 
 
 def projection_choices(ds, dims: int = 2) -> dict[str, dict[str, str]]:
@@ -150,7 +153,7 @@ class Explorer(pn.viewable.Viewer):
         self.store = load_store(self.dataset, self.projection)
         self.map = None  # no renders while the new projection is wired up
         cats = list(self.store.categorical)
-        nums = list(self.store.numeric)
+        nums = [c for c in self.store.numeric if c not in _NOT_COLOURS]
         prefer = [c for c in ("label", "split", "prediction", "tag") if c in cats]
         order = prefer + [c for c in cats if c not in prefer] + nums + ["density"]
         self.param.color_by.objects = order
@@ -260,6 +263,8 @@ class Explorer(pn.viewable.Viewer):
             w.param.watch(lambda e, n=name: self._set_filter(n, list(e.new)), "value")
             widgets.append(w)
         for name, values in self.store.numeric.items():
+            if name in _NOT_COLOURS:
+                continue
             finite = values[np.isfinite(values)] if len(values) <= 5_000_000 else values[::97]
             finite = finite[np.isfinite(finite)]
             if not len(finite) or finite.min() == finite.max():
