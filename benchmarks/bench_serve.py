@@ -177,7 +177,6 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
                 "params": params,
                 "value": float(np.percentile(flat, 95)),
                 "unit": "s",
-                "goal": "<= 2 at 25 sessions",
             },
             {
                 "name": "serve.p50_frame_seconds",
@@ -191,14 +190,12 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
                 "params": params,
                 "value": round(peak - base, 1),
                 "unit": "MB",
-                "goal": f"<= dataset {data_mb:.0f} + 50 per session",
             },
             {
                 "name": "serve.memory_per_session_mb",
                 "params": params,
                 "value": round(per_session, 1),
                 "unit": "MB",
-                "goal": "<= 50",
             },
         ]
         del sessions, threads

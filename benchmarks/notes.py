@@ -13,11 +13,25 @@ GOALS = {
     "curate.label_issue_recall_at_5pct": ">= 0.6",
     "curate.duplicate_recall": ">= 0.95",
     "curate.ood_recall_at_n": ">= 0.8",
+    "serve.p95_frame_seconds": "<= 2 s at 25 sessions",
+    "serve.memory_per_session_mb": "<= 50 MB",
 }
 
 NOTES = """
 ## How each number is measured
 
+- `serve.*` (`benchmarks/bench_serve.py`): 1, 10 and 25 concurrent sessions on a 10M-point
+  synthetic 2D map (30 s each). A session is a real `Explorer` (own map view, renderer and
+  aggregate cache; the points shared) whose frames render on the server's render pool and are
+  applied on one event-loop thread, as in `panel serve`; each simulated person pans or zooms
+  (a seeded walk between the full view and 1/64 of the width) 0.5 s after their last frame
+  arrived. `serve.p95_frame_seconds` / `p50`: request to frame applied, all sessions pooled
+  (the websocket transfer of a 20-250 KB frame on loopback is not included).
+  `serve.dataset_mb`: resident memory the shared map adds; `serve.memory_mb`: the dataset
+  plus the sessions at the end of the run; `serve.memory_per_session_mb`: the increase over
+  the dataset divided by the sessions; `serve.memory_after_close_mb`: the dataset plus what
+  stays once the sessions are closed and `release_memory` ran. Panel, Bokeh and the compiled
+  kernels (loaded once per process, by one warm-up session) are left out.
 - `embed.pipeline_over_raw`: images per second of the whole `embed` step (PNG decode and
   preprocessing in 2 threads overlapping the model, Parquet writes, one warm-up run first) over
   images per second of the bare model forward on the same images already decoded and

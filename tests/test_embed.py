@@ -270,3 +270,44 @@ def test_real_model_groups_digits(tmp_path, mnist_small):
     np.fill_diagonal(sim, -np.inf)
     accuracy = float(np.mean(y[sim.argmax(axis=1)] == y))
     assert accuracy >= 0.6, accuracy
+
+
+@pytest.mark.cluster
+def test_a_worker_killed_during_embed_on_a_cluster_still_finishes(dataset, reference):
+    """A worker process killed (SIGKILL) while it embeds a partition: the scheduler re-runs
+    its tasks on the other worker or the restarted one, and the step finishes with every row."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        pids = client.run(os.getpid)
+        out: dict = {}
+        thread = threading.Thread(
+            target=lambda: out.update(result=embed(dataset, scheduler=client, **FAST))
+        )
+        thread.start()
+        killed = None
+        deadline = time.time() + 120
+        while killed is None and time.time() < deadline and thread.is_alive():
+            busy = [w for w, tasks in client.processing().items() if tasks and w in pids]
+            if busy:
+                killed = pids[busy[0]]
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+        thread.join(timeout=300)
+        assert killed is not None, "no worker was ever busy"
+        assert killed not in client.run(os.getpid).values()  # that process is gone
+    result = out["result"]
+    assert (result.partitions_done, result.rows) == (4, 200)
+    ids, vectors = open_dataset(dataset.root).read_vectors(result.tables[0])
+    np.testing.assert_array_equal(ids, reference[0])
+    np.testing.assert_allclose(vectors, reference[1], atol=1e-4)
