@@ -13,6 +13,10 @@ from embviz.dataset import Dataset
 pytestmark = pytest.mark.browser
 #: A label that runs script if any view interpolates it into HTML unescaped.
 HOSTILE = '<img src=x onerror="window.__xss=1">class 2'
+#: Metadata, split and tag values built the same way.
+HOSTILE_META = '<svg onload="window.__xss=2">caption</svg>'
+HOSTILE_SPLIT = '"><img src=x onerror="window.__xss=3">prod'
+HOSTILE_NOTE = '<img src=x onerror="window.__xss=4">note'
 
 
 @pytest.fixture
@@ -26,7 +30,15 @@ def small_dataset(tmp_path):
     names = ["class 0", "class 1", HOSTILE]
     w.write_part(
         0,
-        pa.table({"id": np.arange(n), "label": [names[i] for i in label], "split": ["train"] * n}),
+        pa.table(
+            {
+                "id": np.arange(n),
+                "label": [names[i] for i in label],
+                "split": np.where(np.arange(n) % 2 == 0, "train", HOSTILE_SPLIT),
+                "caption": [HOSTILE_META] * n,
+                "uri": [f"/data/{HOSTILE_META}/{i}.png" for i in range(n)],
+            }
+        ),
     )
     w.commit()
     xy = rng.normal(size=(n, 2)) * 0.4 + np.array([[0, 0], [5, 0], [0, 5]])[label]
@@ -70,3 +82,56 @@ def test_page_shows_rendered_points(browser, serve_app, small_dataset, artifacts
     hues = {tuple(p // 32) for p in saturated}
     assert len(saturated) > 2000, "too few coloured pixels: the raster did not render"
     assert len(hues) >= 3
+
+
+def test_hostile_values_show_as_text_in_grid_detail_tags_and_compare(
+    browser, serve_app, small_dataset, artifacts
+):
+    import re
+
+    url = serve_app(small_dataset)
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.locator(".embviz-legend-name").filter(has_text="class 1").first.wait_for(timeout=60_000)
+    # Box-select everything: the grid's cards carry the hostile label as text.
+    page.get_by_title("Box Select").first.click()
+    box = page.locator("canvas").first.bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 40)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 40, box["y"] + box["height"] - 40, steps=8)
+    page.mouse.up()
+    labels = page.locator(".embviz-grid-label")
+    labels.first.wait_for(timeout=30_000)
+    texts = [labels.nth(i).inner_text() for i in range(labels.count())]
+    assert HOSTILE in texts, texts
+    # The detail panel shows every field, the hostile ones as text.
+    card = page.locator(".embviz-grid-item").filter(has_text=HOSTILE).first
+    card.click()
+    fields = page.locator(".embviz-detail-fields")
+    fields.first.wait_for(timeout=30_000)
+    text = fields.first.inner_text()
+    assert HOSTILE_META in text and f"/data/{HOSTILE_META}/" in text
+    # A note holding markup is stored and shown as text (the detail lists the open sample's tags).
+    page.locator(".embviz-tag select").first.select_option("note")
+    page.locator(".embviz-tag-value input").first.fill(HOSTILE_NOTE)
+    page.locator(".embviz-tag-value input").first.press("Enter")
+    page.locator(".embviz-apply-to button", has_text="open sample").first.click()
+    page.wait_for_timeout(500)
+    page.locator(".embviz-add-tag button").first.click()
+    message = page.locator(".embviz-curate-message div").last
+    for _ in range(120):
+        if "Tagged" in message.inner_text():
+            break
+        page.wait_for_timeout(250)
+    assert HOSTILE_NOTE in message.inner_text()
+    # Compare the two splits: the group names appear in the result as text.
+    page.locator(".embviz-compare button").first.click()
+    result = page.locator(".embviz-compare-result")
+    page.get_by_text(re.compile("Shift AUC")).first.wait_for(timeout=60_000)
+    assert HOSTILE_SPLIT in " ".join(result.locator("div").all_inner_texts())
+    page.screenshot(path=str(artifacts / "app_hostile_values.png"), full_page=True)
+    assert page.evaluate("window.__xss") is None
+    page.close()
+    assert not errors, errors

@@ -4,6 +4,7 @@ differ on the map, and which clusters hold more of one than of the other."""
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -80,7 +81,7 @@ class SplitCompare(pn.viewable.Viewer):
         if not self.column or self.a == self.b:
             self._result.object = '<div style="color:#b3261e">Choose two different groups.</div>'
             return
-        from embviz.compare import cluster_counts, shift
+        from embviz.compare import cluster_counts, shift, shift_vectors
 
         e = self.explorer
         s = e.store
@@ -89,7 +90,12 @@ class SplitCompare(pn.viewable.Viewer):
         ids_a, ids_b = s.ids[in_a], s.ids[in_b]
 
         def work():
-            result = shift(ds, embedding=embedding, ids_a=ids_a, ids_b=ids_b)
+            if embedding in ds.embeddings:
+                result = shift(ds, embedding=embedding, ids_a=ids_a, ids_b=ids_b)
+            else:  # coordinates given without vectors: compare on the map itself
+                xy = np.column_stack([s.x, s.y])
+                result = shift_vectors(xy[in_a], xy[in_b], metric="l2")
+                result = replace(result, source="map coordinates (no embedding)")
             counts = None
             if "cluster" in s.categorical:
                 codes, names = s.categorical["cluster"]
