@@ -31,7 +31,12 @@ NOTES = """
   plus the sessions at the end of the run; `serve.memory_per_session_mb`: the increase over
   the dataset divided by the sessions; `serve.memory_after_close_mb`: the dataset plus what
   stays once the sessions are closed and `release_memory` ran. Panel, Bokeh and the compiled
-  kernels (loaded once per process, by one warm-up session) are left out.
+  kernels (loaded once per process, by one warm-up session) are left out; the dataset's share
+  includes every memory-mapped page and its id -> row table. The per-session figure at 1 and
+  10 sessions also carries the render pool's working set (a full view of 10M points gathers
+  rows, x and y: about 120 MB per render thread while it runs), which does not grow with
+  sessions: at 25 sessions the increase is 34 MB each. Run: `.venv/bin/python
+  benchmarks/run.py --only serve`.
 - `embed.pipeline_over_raw`: images per second of the whole `embed` step (PNG decode and
   preprocessing in 2 threads overlapping the model, Parquet writes, one warm-up run first) over
   images per second of the bare model forward on the same images already decoded and
