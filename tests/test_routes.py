@@ -361,7 +361,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def panel_serve(tmp_path: Path, root: Path, *options: str):
+def panel_serve(tmp_path: Path, root: Path, *options: str, prefix: str = ""):
     """``python -m panel serve app.py`` in a subprocess; yield ``(port, log path)`` once it answers."""
     script = tmp_path / "app.py"
     script.write_text(APP)
@@ -369,7 +369,9 @@ def panel_serve(tmp_path: Path, root: Path, *options: str):
     log = tmp_path / f"serve-{port}.log"
     cmd = [sys.executable, "-m", "panel", "serve", str(script), *options]
     cmd += ["--port", str(port), "--address", "127.0.0.1"]
-    cmd += ["--allow-websocket-origin", f"127.0.0.1:{port}", "--args", str(root)]
+    cmd += ["--allow-websocket-origin", f"127.0.0.1:{port}"]
+    cmd += ["--prefix", prefix] if prefix else []
+    cmd += ["--args", str(root)]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
@@ -378,7 +380,7 @@ def panel_serve(tmp_path: Path, root: Path, *options: str):
             assert proc.poll() is None, f"panel serve exited:\n{log.read_text()}"
             assert time.time() < deadline, f"panel serve did not answer:\n{log.read_text()}"
             with contextlib.suppress(OSError):
-                status, _, _ = fetch(port, "/app")
+                status, _, _ = fetch(port, f"{prefix}/app")
                 assert status == 200, log.read_text()  # creates a session: the script runs
                 break
             time.sleep(0.3)
@@ -408,3 +410,21 @@ def test_routes_work_in_panel_serve(data, tmp_path, options):
         assert fetch(p, routes.thumb_url(data["key"], 1))[0] == 200
     text = log.read_text()
     assert text.count(f"key={data['key']} installed=True fallback=True") == 2, text
+
+
+@pytest.mark.parametrize(
+    "options", [(), ("--plugins", "embviz.app.routes")], ids=["install", "plugins"]
+)
+def test_routes_follow_the_server_prefix(data, tmp_path, options):
+    """Behind ``panel serve --prefix /team`` the routes and the URLs the app builds carry it."""
+    with panel_serve(tmp_path, data["root"], *options, prefix="/team") as (p, log):
+        url = routes.thumb_url(data["key"], 0, prefix="/team")
+        assert url.startswith("/team/embviz/thumb/")
+        status, headers, _ = fetch(p, url)
+        assert status == 200 and headers["Content-Type"] == "image/webp", log.read_text()
+        assert fetch(p, routes.image_url(data["key"], 2, prefix="/team/"))[0] == 200
+
+
+def test_bad_prefix_is_refused():
+    with pytest.raises(ValueError, match="prefix"):
+        routes.thumb_url("a-00000000", 0, prefix="//evil.example")

@@ -94,7 +94,11 @@ class Explorer(pn.viewable.Viewer):
         self._ds = ds
         self._groups = groups
         self._key = routes.register(ds.root) if ds.has("thumbnails") else None
-        self._thumb = (lambda i: routes.thumb_url(self._key, i)) if self._key else None
+        # Behind `panel serve --prefix /team` the image routes live under the prefix too.
+        self._prefix = str(getattr(pn.state, "base_url", "/") or "/").rstrip("/")
+        self._thumb = (
+            (lambda i: routes.thumb_url(self._key, i, prefix=self._prefix)) if self._key else None
+        )
         self.legend = Legend(title="")
         self.grid = SelectionGrid(thumb_url=self._thumb or (lambda i: ""), title="Selection")
         self.details = DetailPanel(visible_detail=False)
@@ -423,7 +427,7 @@ class Explorer(pn.viewable.Viewer):
             record["tags"] = tags
         self.details.param.update(
             sample=record,
-            image_src=routes.image_url(self._key, sid) if self._key else "",
+            image_src=routes.image_url(self._key, sid, prefix=self._prefix) if self._key else "",
             neighbours=items,
             visible_detail=True,
         )

@@ -194,22 +194,32 @@ def _entry(key: str) -> _Entry:
             raise KeyError(f"no dataset registered under key {key!r}") from None
 
 
-def _url(kind: str, key: str, sample_id: int) -> str:
+#: A server's ``--prefix`` as it appears in URLs: "" or "/seg/seg" (no trailing slash).
+_PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~-]+)*")
+
+
+def _url(kind: str, key: str, sample_id: int, prefix: str = "") -> str:
     if not _KEY_RE.fullmatch(key):
         raise ValueError(f"bad key {key!r}: use the string register() returned")
     if not 0 <= int(sample_id) <= _INT64_MAX:
         raise ValueError(f"sample id must be a non-negative int64, got {sample_id!r}")
-    return f"/embviz/{kind}/{key}/{int(sample_id)}"
+    prefix = prefix.rstrip("/")
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ValueError(f"bad URL prefix {prefix!r}: expected '' or '/path'")
+    return f"{prefix}/embviz/{kind}/{key}/{int(sample_id)}"
 
 
-def thumb_url(key: str, sample_id: int) -> str:
-    """Same-origin URL of sample ``sample_id``'s thumbnail: ``/embviz/thumb/{key}/{id}``."""
-    return _url("thumb", key, sample_id)
+def thumb_url(key: str, sample_id: int, *, prefix: str = "") -> str:
+    """Same-origin URL of sample ``sample_id``'s thumbnail: ``{prefix}/embviz/thumb/{key}/{id}``.
+
+    ``prefix``: the server's ``--prefix`` (Panel's ``pn.state.base_url`` in a session)."""
+    return _url("thumb", key, sample_id, prefix)
 
 
-def image_url(key: str, sample_id: int) -> str:
-    """Same-origin URL of sample ``sample_id``'s image (at most 1024 px): ``/embviz/image/{key}/{id}``."""
-    return _url("image", key, sample_id)
+def image_url(key: str, sample_id: int, *, prefix: str = "") -> str:
+    """Same-origin URL of sample ``sample_id``'s image (at most 1024 px):
+    ``{prefix}/embviz/image/{key}/{id}``."""
+    return _url("image", key, sample_id, prefix)
 
 
 # -- thumbnails cache ----------------------------------------------------------------------------
@@ -477,7 +487,8 @@ def _install_into(app: tornado.web.Application) -> bool:
         if not _has_routes(app):
             # add_handlers inserts a host rule just before the catch-all wildcard router that
             # holds the application's own patterns, so these win over any of Bokeh's.
-            app.add_handlers(r".*", extra_patterns())
+            prefix = str(getattr(app, "prefix", "") or "")  # a server run with --prefix
+            app.add_handlers(r".*", [(prefix + p, h, kw) for p, h, kw in extra_patterns()])
         return _has_routes(app)
 
 
