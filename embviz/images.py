@@ -21,6 +21,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageError",
     "content_hash",
+    "decode_image",
     "image_info",
     "is_image_path",
     "make_thumbnail",
@@ -222,6 +223,14 @@ def image_info(
     data = _read_bytes(path)
     image, width, height = _decode(data, path, max_pixels, reduce_to)
     return image, width, height, content_hash(data)
+
+
+def decode_image(
+    data: bytes, name: str, *, max_pixels: int = 100_000_000, reduce_to: int | None = None
+) -> PILImage.Image:
+    """The RGB image in ``data`` (e.g. an upload), checked like a file: bombs refused, EXIF
+    orientation applied; :class:`ImageError` names ``name`` when it is not a usable image."""
+    return _decode(data, name, max_pixels, reduce_to)[0]
 
 
 def make_thumbnail(img: PILImage.Image, size: int = 96, *, quality: int = 80) -> bytes:

@@ -352,15 +352,14 @@ def _is_bytes(data: Any) -> bool:
 
 def _decode(data: bytes | str | os.PathLike, name: str | None):
     """An RGB image from a file path or an upload's bytes, through :mod:`embviz.images`."""
-    from .images import ImageError, open_image
-    from .images import _decode as decode_bytes
+    from .images import ImageError, decode_image, open_image
 
     if _is_bytes(data):
         label = name or "uploaded image"
         data = bytes(data)
         if not data:
             raise ImageError(label, "empty upload", "0 bytes")
-        return decode_bytes(data, label, _MAX_PIXELS, None)[0]
+        return decode_image(data, label, max_pixels=_MAX_PIXELS)
     if isinstance(data, str | os.PathLike):
         return open_image(data)
     raise TypeError(f"expected image bytes or a file path, got {type(data).__name__}")
