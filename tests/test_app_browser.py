@@ -95,12 +95,14 @@ def test_hostile_values_show_as_text_in_grid_detail_tags_and_compare(
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url)
     page.locator(".embviz-legend-name").filter(has_text="class 1").first.wait_for(timeout=60_000)
-    # Box-select everything: the grid's cards carry the hostile label as text.
+    # Box-select the top-left blob (the hostile class sits at (0, 5), above class 0 at (0, 0)):
+    # the grid's cards carry the hostile label as text.
     page.get_by_title("Box Select").first.click()
     box = page.locator("canvas").first.bounding_box()
-    page.mouse.move(box["x"] + 40, box["y"] + 40)
+    page.mouse.move(box["x"] + box["width"] * 0.04, box["y"] + 50)  # below the toolbar
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] - 40, box["y"] + box["height"] - 40, steps=8)
+    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25, steps=4)
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5, steps=4)
     page.mouse.up()
     labels = page.locator(".embviz-grid-label")
     labels.first.wait_for(timeout=30_000)
