@@ -59,7 +59,7 @@ def test_page_shows_rendered_points(browser, serve_app, small_dataset, artifacts
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url)
     legend = page.locator(".embviz-legend-name")
-    legend.filter(has_text="class 1").first.wait_for(timeout=60_000)
+    legend.filter(has_text="class 1").first.wait_for(timeout=150_000)
     page.wait_for_timeout(1500)
     png = page.screenshot(path=str(artifacts / "app_overview.png"))
     # The hostile label shows as text in the legend, and hovering its points (3,000 points:
@@ -94,7 +94,7 @@ def test_hostile_values_show_as_text_in_grid_detail_tags_and_compare(
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url)
-    page.locator(".embviz-legend-name").filter(has_text="class 1").first.wait_for(timeout=60_000)
+    page.locator(".embviz-legend-name").filter(has_text="class 1").first.wait_for(timeout=150_000)
     # Box-select the top-left blob (the hostile class sits at (0, 5), above class 0 at (0, 0)):
     # the grid's cards carry the hostile label as text.
     page.get_by_title("Box Select").first.click()
