@@ -15,7 +15,6 @@ __all__ = [
     "crosstab",
     "duplicate_groups",
     "load_samples",
-    "read_samples",
     "read_thumbnails",
     "reference_split",
     "top_rows",
@@ -82,17 +81,6 @@ class Categories:
         return cls(np.zeros(n, dtype=np.int64), [name])
 
 
-def read_samples(ds, columns: list[str]):
-    """The samples' ``id`` and ``columns`` as a pyarrow Table, strings dictionary-encoded.
-
-    Parquet decodes string columns straight into dictionaries, so tens of millions of rows
-    cost no per-row Python objects. Only the listed columns are read.
-    """
-    from embviz.samples import read_sample_columns
-
-    return read_sample_columns(ds, columns)
-
-
 @dataclass
 class Samples:
     """The samples columns a report uses, row-aligned with ``ids``."""
@@ -117,7 +105,7 @@ def load_samples(ds) -> Samples:
     Score columns come from ``samples`` or the ``scores`` table (:mod:`embviz.samples`); a
     sample with no score row reads NaN (or -1 for ``duplicate_group``).
     """
-    from embviz.samples import sample_columns
+    from embviz.samples import read_sample_columns, sample_columns
 
     types = sample_columns(ds)
     in_samples = [c for c in SCORE_COLUMNS if c in types]
@@ -125,7 +113,7 @@ def load_samples(ds) -> Samples:
     wanted = list(present)
     if in_samples:
         wanted += [c for c in ("thumb_id",) if c in types] + in_samples
-    table = read_samples(ds, wanted)
+    table = read_sample_columns(ds, wanted)
     n = table.num_rows
 
     def cats(name: str) -> Categories:
