@@ -65,7 +65,7 @@ def free_port() -> int:
 class PanelServer:
     """``panel serve apps/explorer.py --args DATASET`` on loopback, its output in a log file."""
 
-    def __init__(self, dataset, log_path, extra: tuple[str, ...] = ()):
+    def __init__(self, dataset, log_path, extra: tuple[str, ...] = (), env: dict | None = None):
         import subprocess
         import sys
         from pathlib import Path
@@ -93,7 +93,9 @@ class PanelServer:
         ]
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         self.url = f"http://127.0.0.1:{self.port}/explorer"
 
     def wait(self, timeout: float = 120) -> str:

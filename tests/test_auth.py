@@ -4,6 +4,7 @@ forged cookie does not count; logged-in responses are private; no route allows a
 from __future__ import annotations
 
 import http.cookiejar
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,7 +38,7 @@ def server(demo_dataset, tmp_path_factory):
 
 def opener(jar=None):
     return urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(jar or http.cookiejar.CookieJar())
+        urllib.request.HTTPCookieProcessor(jar if jar is not None else http.cookiejar.CookieJar())
     )
 
 
@@ -95,3 +96,143 @@ def test_routes_and_page_need_a_login(server, demo_dataset):
     assert get(alice, image)[0] == 200
     status, _, page, final = get(alice, server.url)
     assert status == 200 and "/login" not in final and b"embviz" in page
+
+
+def test_websocket_needs_a_login(server):
+    """Everything else a session does (frames, exports, tags) rides its websocket: without the
+    login cookie the upgrade is refused; with it the session opens and renders its map."""
+    import asyncio
+
+    from embviz.app.loadtest import Person
+
+    with pytest.raises(Exception, match="40[13]|[Uu]nauthori|[Ff]orbidden|closed"):
+        asyncio.run(Person(server.url, timeout=30).open())
+
+    jar = http.cookiejar.CookieJar()
+    alice = opener(jar)
+    login(alice, server, PASSWORD)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+
+    async def visit():
+        person = Person(server.url, headers={"Cookie": cookie}, timeout=120)
+        await person.open()
+        seconds = await person.frame(person.view)
+        await person.close()
+        return seconds
+
+    assert asyncio.run(visit()) < 120
+
+
+class _Provider:
+    """A stand-in OAuth 2 identity provider on loopback: authorize, token and userinfo."""
+
+    CODE, TOKEN = "code-for-alice", "token-for-alice"
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        provider = self
+        self.calls: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: dict | None = None, location: str | None = None):
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                data = json.dumps(body or {}).encode()
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                url = urllib.parse.urlsplit(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                provider.calls.append(url.path)
+                if url.path == "/authorize":
+                    back = urllib.parse.urlencode({"code": provider.CODE, "state": query["state"]})
+                    self._send(302, location=f"{query['redirect_uri']}?{back}")
+                elif url.path == "/userinfo":
+                    if self.headers.get("Authorization") != f"Bearer {provider.TOKEN}":
+                        return self._send(401, {"error": "invalid_token"})
+                    self._send(200, {"email": "alice@example.com", "name": "Alice"})
+                else:
+                    self._send(404)
+
+            def do_POST(self):
+                provider.calls.append(self.path)
+                length = int(self.headers.get("Content-Length", 0))
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                if form.get("code") != provider.CODE or form.get("client_secret") != "s3cret":
+                    return self._send(400, {"error": "invalid_grant"})
+                self._send(200, {"access_token": provider.TOKEN, "token_type": "Bearer"})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_oauth_login_guards_pages_and_routes(demo_dataset, tmp_path):
+    """Panel's OAuth (generic provider) against a stand-in identity provider: the page sends
+    you to the provider, the thumbnail and image routes refuse you until the code exchange has
+    set the signed user cookie, then serve you privately; the session sees who you are."""
+    provider = _Provider()
+    s = PanelServer(
+        demo_dataset,
+        tmp_path / "serve.log",
+        extra=(
+            "--oauth-provider",
+            "generic",
+            "--oauth-key",
+            "embviz",
+            "--oauth-secret",
+            "s3cret",
+            "--cookie-secret",
+            "embviz-test-secret-" + "y" * 24,
+            "--plugins",
+            "embviz.app.routes",
+        ),
+        env={
+            "PANEL_OAUTH_AUTHORIZE_URL": f"{provider.base}/authorize",
+            "PANEL_OAUTH_TOKEN_URL": f"{provider.base}/token",
+            "PANEL_OAUTH_USER_URL": f"{provider.base}/userinfo",
+        },
+    )
+    try:
+        key = routes.register(demo_dataset)
+        base = s.url.rsplit("/", 1)[0]
+        thumb = f"{base}/embviz/thumb/{key}/0"
+        deadline = time.time() + 120
+        while True:  # the server is up once it refuses an anonymous thumbnail
+            try:
+                if get(opener(), thumb)[0] == 403:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, s.log()
+            time.sleep(0.5)
+
+        anonymous = opener()
+        assert get(anonymous, thumb)[0] == 403
+        assert get(anonymous, f"{base}/embviz/image/{key}/0")[0] == 403
+
+        alice = opener()
+        status, _, page, final = get(alice, s.url)  # app -> /login -> provider -> /login -> app
+        assert provider.calls[:3] == ["/authorize", "/token", "/userinfo"], provider.calls
+        assert status == 200 and final.startswith(s.url) and b"embviz" in page, s.log()
+        status, headers, body, _ = get(alice, thumb)
+        assert status == 200 and body[:4] == b"RIFF"
+        assert headers["Cache-Control"].startswith("private")
+        assert headers.get("Access-Control-Allow-Origin") is None
+    finally:
+        s.stop()
+        provider.stop()

@@ -149,7 +149,10 @@ class Curator(pn.viewable.Viewer):
         self._seen_version = None
         doc = self._doc()
         if doc is not None:  # tags added by other sessions or `embviz tag` show up here too
-            pn.state.add_periodic_callback(self._poll_tags, period=POLL_MS)
+            from panel.io.callbacks import PeriodicCallback
+
+            # ``background``: a foreground callback counts as "busy" for Panel, process-wide.
+            PeriodicCallback(callback=self._poll_tags, period=POLL_MS, background=True).start()
         self._text_row = None
         if self._search_ok:
             self._warm_search(doc)

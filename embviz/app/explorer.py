@@ -190,6 +190,15 @@ class Explorer(pn.viewable.Viewer):
         doc = pn.state.curdoc
         if doc is not None and getattr(doc, "session_context", None) is not None:
             self.map.doc = doc
+            if getattr(self, "_detach_on", None) is not doc:
+                self._detach_on = doc
+                doc.on_session_destroyed(self._detach)
+
+    def _detach(self, session_context) -> None:
+        """The session is gone: frames still rendering are dropped instead of sent to it."""
+        self.map.doc = None
+        if self.cloud is not None:
+            self.cloud.doc = None
 
     # -- what the map draws ---------------------------------------------------------------------
     def _mode(self) -> tuple[str, str | None]:

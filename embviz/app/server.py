@@ -11,6 +11,7 @@ __all__ = [
     "dataset_keys",
     "explorer_page",
     "release_memory",
+    "return_large_blocks",
     "serve",
     "warm_up",
 ]
@@ -91,6 +92,7 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
     from .explorer import Explorer
 
     pn.extension("deckgl", sizing_mode="stretch_width")
+    return_large_blocks()
     routes.install()  # `panel serve` without --plugins: add the image routes to this server
     if reports:
         from .schedule import schedule_from_settings
@@ -108,6 +110,7 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
         message = html.escape(f"{type(exc).__name__}: {exc}")
         return pn.template.FastListTemplate(
             title="embviz",
+            busy_indicator=None,
             main=[
                 pn.pane.HTML(
                     f"{links}<h2>This dataset cannot be opened</h2>"
@@ -129,6 +132,10 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
         sidebar=[explorer.sidebar()],
         main=[*header, explorer.main()],
         sidebar_width=320,
+        # Panel's header spinner follows one process-wide "busy" flag: it spun in everyone's
+        # page whenever anyone panned, and each pan updated every open page (25 sessions: the
+        # server's event loop saturated, p50 frame 4 s). The map's status line is per session.
+        busy_indicator=None,
     )
 
 
@@ -146,6 +153,27 @@ def release_memory(*_args) -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+#: Blocks at least this big are mapped from the OS and returned to it as soon as they are freed.
+LARGE_BLOCK = 4 * 2**20
+
+
+def return_large_blocks(threshold: int = LARGE_BLOCK) -> None:
+    """Serve every allocation of ``threshold`` bytes or more straight from the OS (glibc only).
+
+    glibc raises its mmap threshold after the first large block is freed (up to 32 MB), so the
+    working arrays of a frame (gathered coordinates, a second aggregate, up to ~100 MB at 10M
+    points per render thread) then come from the thread's heap arena and stay resident after
+    the frame: the server's memory sits at its high-water mark. A fixed threshold keeps large
+    arrays out of the arenas, so memory follows what the sessions hold. No-op off glibc.
+    """
+    import contextlib
+    import ctypes
+
+    m_mmap_threshold = -3  # mallopt's parameter number, from glibc's malloc.h
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, int(threshold))
 
 
 def bound_dask() -> None:
@@ -176,7 +204,7 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
     from embviz.dataset import open_dataset
 
     from .explorer import projection_choices
-    from .raster import Renderer
+    from .raster import Renderer, Style
     from .store import View, load_store
 
     ds = open_dataset(dataset)
@@ -192,12 +220,17 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
                 r.render(e, 400, 300, mode="category", color_by=cats[0])
             return
         quarter = View(e.x0, (e.x0 + e.x1) / 2, e.y0, (e.y0 + e.y1) / 2)
-        for view in (e, quarter):
+        # A view so sparse that points are spread: the first spread imports (and compiles)
+        # datashader.composite, ~4 s holding the GIL, which would stall every session.
+        cx, cy, dx, dy = (e.x0 + e.x1) / 2, (e.y0 + e.y1) / 2, (e.x1 - e.x0), (e.y1 - e.y0)
+        sparse = View(cx - dx / 1e4, cx + dx / 1e4, cy - dy / 1e4, cy + dy / 1e4)
+        for view in (e, quarter, sparse):
             for col in cats:
                 r.render(view, 400, 300, mode="category", color_by=col)
             for col in list(store.numeric)[:1]:
                 r.render(view, 400, 300, mode="numeric", color_by=col)
             r.render(view, 400, 300, mode="density")
+        r.render(e, 400, 300, mode="density", style=Style(point_size=1))
 
     def rest() -> None:
         for p in projections:

@@ -77,23 +77,36 @@ class PointStore:
         )
         return np.flatnonzero(hit)
 
-    def window(self, view: View) -> slice | np.ndarray:
-        """Rows that may lie in ``view``: a slice when every chunk is hit, else row indices.
+    def runs(self, view: View) -> list[tuple[int, int]]:
+        """Row ranges ``[start, stop)`` of the chunks that meet ``view``, consecutive ones merged.
 
-        Work is proportional to the chunks touched, not to the dataset: consecutive chunks are
-        merged into runs and only those runs are enumerated.
+        Work is proportional to the chunks touched, not to the dataset.
         """
         chunks = self.chunks_in(view)
-        if len(chunks) == len(self.bounds):
-            return slice(0, self.n)
         if not len(chunks):
-            return np.empty(0, dtype=np.int64)
+            return []
         breaks = np.flatnonzero(np.diff(chunks) != 1) + 1
         starts = chunks[np.r_[0, breaks]] * self.chunk_rows
         stops = np.minimum(
             (chunks[np.r_[breaks - 1, len(chunks) - 1]] + 1) * self.chunk_rows, self.n
         )
-        return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
+        return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+    def window(self, view: View) -> slice | np.ndarray:
+        """Rows that may lie in ``view``: a slice when every chunk is hit, else row indices."""
+        runs = self.runs(view)
+        if runs == [(0, self.n)]:
+            return slice(0, self.n)
+        if not runs:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([np.arange(a, b) for a, b in runs])
+
+    @staticmethod
+    def gather(column: np.ndarray, runs: list[tuple[int, int]]) -> np.ndarray:
+        """``column``'s rows in ``runs``, copied run by run (contiguous copies, no row index)."""
+        if not runs:
+            return column[:0]
+        return np.concatenate([column[a:b] for a, b in runs])
 
     def rows_in(self, view: View, mask: np.ndarray | None = None) -> np.ndarray:
         """Row indices of the points exactly inside ``view`` (and ``mask`` when given)."""
