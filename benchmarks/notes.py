@@ -20,23 +20,23 @@ GOALS = {
 NOTES = """
 ## How each number is measured
 
-- `serve.*` (`benchmarks/bench_serve.py`): 1, 10 and 25 concurrent sessions on a 10M-point
-  synthetic 2D map (30 s each). A session is a real `Explorer` (own map view, renderer and
-  aggregate cache; the points shared) whose frames render on the server's render pool and are
-  applied on one event-loop thread, as in `panel serve`; each simulated person pans or zooms
-  (a seeded walk between the full view and 1/64 of the width) 0.5 s after their last frame
-  arrived. `serve.p95_frame_seconds` / `p50`: request to frame applied, all sessions pooled
-  (the websocket transfer of a 20-250 KB frame on loopback is not included).
-  `serve.dataset_mb`: resident memory the shared map adds; `serve.memory_mb`: the dataset
-  plus the sessions at the end of the run; `serve.memory_per_session_mb`: the increase over
-  the dataset divided by the sessions; `serve.memory_after_close_mb`: the dataset plus what
-  stays once the sessions are closed and `release_memory` ran. Panel, Bokeh and the compiled
-  kernels (loaded once per process, by one warm-up session) are left out; the dataset's share
-  includes every memory-mapped page and its id -> row table. The per-session figure at 1 and
-  10 sessions also carries the render pool's working set (a full view of 10M points gathers
-  rows, x and y: about 120 MB per render thread while it runs), which does not grow with
-  sessions: at 25 sessions the increase is 34 MB each. Run: `.venv/bin/python
-  benchmarks/run.py --only serve`.
+- `serve.*` (`benchmarks/bench_serve.py`): 1, 10 and 25 people at once on one real
+  `panel serve apps/explorer.py` (loopback) with a 10M-point synthetic 2D map, 30 s each. A
+  person is an `embviz.app.loadtest.Person`: a Bokeh-protocol websocket session, opened as a
+  browser tab opens one, that sends the map the `rangesupdate` event a pan or zoom sends and
+  waits for the frame to come back; 0.5 s later it moves again (a seeded walk between the full
+  view and 1/64 of the width). `serve.p95_frame_seconds` / `p50`: event sent to frame
+  received, all people pooled; `serve.frames_lost`: frames that never came (60 s timeout);
+  `serve.first_frame_seconds`: the slowest page load of the level (every person opens at the
+  same instant). Memory is the server process's resident set, sampled every 0.5 s:
+  `serve.libraries_mb`: the same server on a 2,000-point map after a session came and went;
+  `serve.dataset_mb`: what the 10M-point map adds to that once a warm-up session has left;
+  `serve.memory_mb`: the largest sample with N people on, less the libraries (goal: at most
+  `dataset_mb` + 50 MB x N); `serve.memory_per_session_mb`: that sample less the idle server,
+  over N; `serve.memory_after_close_mb`: the lowest sample over 30 s after everyone left, less
+  the libraries (the server is started with `--unused-session-lifetime 1000`; a closed
+  session's objects go 12-14 s after its websocket closes). The client runs on the same two
+  cores as the server. Run: `.venv/bin/python benchmarks/run.py --only serve`.
 - `embed.pipeline_over_raw`: images per second of the whole `embed` step (PNG decode and
   preprocessing in 2 threads overlapping the model, Parquet writes, one warm-up run first) over
   images per second of the bare model forward on the same images already decoded and

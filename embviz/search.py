@@ -115,7 +115,8 @@ class Searcher:
         self.device = device
         self._lock = threading.Lock()
         self._index = None
-        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+        self._saved = False
+        self._sorted: tuple[Any, np.ndarray, np.ndarray] | None = None
         self._embedder = None
         self._text = None
         self._supports_text: bool | None = None
@@ -136,12 +137,30 @@ class Searcher:
     # -- the index ---------------------------------------------------------------------------
     @property
     def index(self):
-        """The :class:`~embviz.index.NeighbourIndex` searched (loaded or built on first use)."""
-        if self._index is None:
+        """The :class:`~embviz.index.NeighbourIndex` searched (loaded or built on first use).
+
+        An exact in-memory index gives way to the saved one as soon as ``embviz index`` has
+        written it (a file check per query), so its vectors are not held twice.
+        """
+        if self._stale():
             with self._lock:
-                if self._index is None:
+                if self._stale():
                     self._index = self._load_index()
+                    self._sorted = None
         return self._index
+
+    def _stale(self) -> bool:
+        from .index import index_dir
+
+        if self._index is None:
+            return True
+        return not self._saved and (index_dir(self.ds, self.embedding) / "index.faiss").exists()
+
+    @property
+    def saved(self) -> bool:
+        """Whether the searched index is the one ``embviz index`` saved (else exact, in memory)."""
+        self.index  # noqa: B018 - loads it
+        return self._saved
 
     def warm(self) -> Searcher:
         """Load the index and, when the table records a model, the model (one blank forward
@@ -157,7 +176,8 @@ class Searcher:
         from .index import NeighbourIndex, load_for
 
         saved = load_for(self.ds, self.embedding)
-        if saved is not None and saved.metric == "cosine":
+        self._saved = saved is not None and saved.metric == "cosine"
+        if self._saved:
             return saved
         entry = self.ds.table(self.key)
         dim = int(self.meta.get("dim") or 0)
@@ -173,10 +193,10 @@ class Searcher:
     def _rows(self, ids: np.ndarray) -> np.ndarray:
         """Index rows of sample ``ids``; DatasetError naming the first id the table lacks."""
         index = self.index
-        if self._sorted is None:
+        if self._sorted is None or self._sorted[0] is not index:  # built for this index
             order = np.argsort(index.ids, kind="stable")
-            self._sorted = (index.ids[order], order)
-        sorted_ids, order = self._sorted
+            self._sorted = (index, index.ids[order], order)
+        _, sorted_ids, order = self._sorted
         pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
         found = sorted_ids[pos] == ids if len(sorted_ids) else np.zeros(len(ids), bool)
         if not found.all():

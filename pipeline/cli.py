@@ -210,6 +210,19 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="report schedule settings (config/reports.yaml): the server writes dated reports",
     )
+
+    s = sub.add_parser(
+        "loadtest",
+        help="N simulated people pan and zoom a running server's map; frame latency percentiles",
+    )
+    s.add_argument("url", help="the explorer page, e.g. http://localhost:5006/explorer")
+    s.add_argument("--sessions", type=int, default=10, help="people at once")
+    s.add_argument("--seconds", type=float, default=30.0, help="how long they pan and zoom")
+    s.add_argument(
+        "--think", type=float, default=0.5, help="seconds between a frame and the next move"
+    )
+    s.add_argument("--dataset", help="the dataset key on a server with several (?dataset=KEY)")
+    s.add_argument("--cookie", help="Cookie header of a logged-in browser, for a server with login")
     return p
 
 
@@ -403,6 +416,22 @@ def _run(args: argparse.Namespace) -> int:
             reports=args.reports,
         )
         return 0
+    elif cmd == "loadtest":
+        import asyncio
+
+        from embviz.app.loadtest import run_people
+
+        got = asyncio.run(
+            run_people(
+                args.url,
+                sessions=args.sessions,
+                seconds=args.seconds,
+                think=args.think,
+                arguments={"dataset": args.dataset} if args.dataset else None,
+                headers={"Cookie": args.cookie} if args.cookie else None,
+            )
+        )
+        r = {"url": args.url, "sessions": args.sessions, **got.summary()}
     else:  # pragma: no cover - argparse rejects unknown commands
         raise AssertionError(cmd)
     print(_summary(r))

@@ -38,6 +38,17 @@ class LoadResult:
         """The ``q``-th percentile of the frame latencies in seconds (``inf`` when none came)."""
         return float(np.percentile(self.latencies, q)) if self.latencies else float("inf")
 
+    def summary(self) -> dict:
+        """Frames, frames lost, p50/p95/max frame seconds and the slowest first frame."""
+        return {
+            "frames": len(self.latencies),
+            "lost": self.lost,
+            "p50_frame_seconds": round(self.percentile(50), 3),
+            "p95_frame_seconds": round(self.percentile(95), 3),
+            "max_frame_seconds": round(max(self.latencies, default=float("inf")), 3),
+            "first_frame_seconds": round(max(self.first_frames, default=float("inf")), 3),
+        }
+
 
 def walk(extent: View, rng: np.random.Generator, count: int) -> list[View]:
     """A walk of pans and zooms between the whole of ``extent`` and 1/64 of its width."""

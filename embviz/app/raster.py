@@ -188,6 +188,11 @@ def _numeric_span(values: np.ndarray) -> tuple[float, float]:
     return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
 
 
+#: A view whose chunks hold more than this share of the rows aggregates every row in place
+#: instead of copying those rows out first.
+GATHER_LIMIT = 0.5
+
+
 class Renderer:
     """Renders frames of one :class:`PointStore`, caching the last aggregate per data key."""
 
@@ -207,7 +212,9 @@ class Renderer:
             rows = np.flatnonzero(mask) if isinstance(rows, slice) else rows[mask[rows]]
             return s.x[rows], s.y[rows], {k: v[rows] for k, v in extra.items()}, len(rows)
         runs = s.runs(view)
-        if runs == [(0, s.n)]:
+        if sum(b - a for a, b in runs) > GATHER_LIMIT * s.n:
+            # Most rows: Datashader skips the points outside the view about as fast as they
+            # could be copied out, and the copy (9 bytes a point) would sit in every render.
             return s.x, s.y, dict(extra), s.n
         # Copied run by run: a third of the time (and half the memory) of gathering by a row
         # index, which a frame spent most of its aggregation on.
@@ -242,6 +249,7 @@ class Renderer:
         key = (view, width, height, mode, color_by, mask_key, hide)
         if key == self._agg_key:
             return self._agg
+        self._agg_key = self._agg = None  # not kept alive beside the new one while it is built
         extra = {}
         if mode == "category":
             extra["c"] = s.categorical[color_by][0]

@@ -235,7 +235,9 @@ def _load(root: Path, projection: str) -> PointStore:
             perm = np.argsort(np.array(names, dtype=object), kind="stable")
             remap = np.empty(len(names), dtype=np.int32)
             remap[perm] = np.arange(len(names))
-            dtype = np.int16 if len(names) < 2**15 else np.int32
+            # The smallest type: pandas' Categorical (what Datashader counts by) takes int8
+            # codes for up to 127 categories as they are, and copies anything wider.
+            dtype = np.int8 if len(names) < 2**7 else np.int16 if len(names) < 2**15 else np.int32
             codes = remap.astype(dtype)[codes][take]
             if missing.any():
                 codes[missing] = remap[none]
@@ -270,10 +272,16 @@ def load_store(root: str | Path, projection: str) -> PointStore:
 
 
 # -- the explorer cache: the joined, curve-ordered columns as .npy files, memory-mapped -------
+#: Bumped when the cached columns' layout changes (2: int8 category codes), so old caches
+#: are rebuilt instead of read.
+CACHE_LAYOUT = 2
+
+
 def _cache_dir(ds, projection: str) -> Path:
     import hashlib
 
-    versions = f"{ds.table(f'projections/{projection}')['dir']}|{samples_version(ds)}"
+    table = ds.table(f"projections/{projection}")["dir"]
+    versions = f"{table}|{samples_version(ds)}|{CACHE_LAYOUT}"
     tag = hashlib.sha1(versions.encode()).hexdigest()[:12]
     return ds.root / "cache" / "explorer" / f"{projection}--{tag}"
 
