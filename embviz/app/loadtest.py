@@ -262,7 +262,11 @@ class Person:
         if self._ws is not None:
             self._ws.close()
         if self._reader is not None:
-            self._reader.cancel()
+            # The reader ends when the server has answered the close; then the socket is shut.
+            try:
+                await asyncio.wait_for(self._reader, 10)
+            except (TimeoutError, ConnectionError):
+                self._reader.cancel()
 
 
 async def run_people(

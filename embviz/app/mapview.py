@@ -355,9 +355,14 @@ class MapView:
             "w": [v.x1 - v.x0],
             "h": [v.y1 - v.y0],
         }
-        self.point_src.data = result.points or {k: [] for k in self.point_src.data}
-        self.sprite_src.data = result.sprites or {k: [] for k in self.sprite_src.data}
-        self.highlight_src.data = result.highlight or {"x": [], "y": []}
+        for src, data in (
+            (self.point_src, result.points),
+            (self.sprite_src, result.sprites),
+            (self.highlight_src, result.highlight),
+        ):
+            # An empty source stays as it is: re-emptying it costs a websocket message each.
+            if data or any(len(v) for v in src.data.values()):
+                src.data = data or {k: [] for k in src.data}
         if f.mode == "numeric" and f.span:
             from .raster import palette
 
