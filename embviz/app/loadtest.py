@@ -287,11 +287,7 @@ async def run_people(
     """
     people = [Person(url, **person) for _ in range(sessions)]
     result = LoadResult()
-    result.first_frames = list(await asyncio.gather(*(p.open() for p in people)))
     rng = np.random.default_rng(seed)
-    # More moves than anyone can make in time (each takes at least ``think``).
-    walks = [walk(p.view, rng, int(seconds / max(think, 0.05)) + 1) for p in people]
-    deadline = time.perf_counter() + seconds
 
     async def drive(p: Person, views: Sequence[View]) -> None:
         for view in views:
@@ -309,12 +305,18 @@ async def run_people(
             result.samples.append(monitor())
             await asyncio.sleep(0.5)
 
-    watcher = asyncio.ensure_future(watch())
+    watcher = None
     try:
+        result.first_frames = list(await asyncio.gather(*(p.open() for p in people)))
+        # More moves than anyone can make in time (each takes at least ``think``).
+        walks = [walk(p.view, rng, int(seconds / max(think, 0.05)) + 1) for p in people]
+        deadline = time.perf_counter() + seconds
+        watcher = asyncio.ensure_future(watch())
         await asyncio.gather(*(drive(p, w) for p, w in zip(people, walks, strict=True)))
         if monitor is not None:
             result.samples.append(monitor())
-    finally:
-        watcher.cancel()
+    finally:  # everyone leaves, also when someone could not get in
+        if watcher is not None:
+            watcher.cancel()
         await asyncio.gather(*(p.close() for p in people))
     return result
