@@ -293,7 +293,11 @@ async def run_people(
         for view in views:
             if time.perf_counter() >= deadline:
                 return
-            latency = await p.frame(view)
+            try:
+                latency = await p.frame(view)
+            except ConnectionError:  # the server dropped this person: the rest is lost
+                result.lost += 1
+                return
             if np.isfinite(latency):
                 result.latencies.append(latency)
             else:
