@@ -23,7 +23,6 @@ The server discards a session one second after its websocket closes
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import sys
 import time
@@ -64,9 +63,9 @@ class _Server:
         return self._proc.memory_info().rss / 2**20
 
     def people(self, count: int, seconds: float, seed: int = 0):
-        from embviz.app.loadtest import run_people
+        from embviz.app.loadtest import run_people, run_sync
 
-        return asyncio.run(
+        return run_sync(
             run_people(
                 self.url,
                 sessions=count,

@@ -417,11 +417,9 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     elif cmd == "loadtest":
-        import asyncio
+        from embviz.app.loadtest import run_people, run_sync
 
-        from embviz.app.loadtest import run_people
-
-        got = asyncio.run(
+        got = run_sync(
             run_people(
                 args.url,
                 sessions=args.sessions,

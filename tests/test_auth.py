@@ -101,12 +101,10 @@ def test_routes_and_page_need_a_login(server, demo_dataset):
 def test_websocket_needs_a_login(server):
     """Everything else a session does (frames, exports, tags) rides its websocket: without the
     login cookie the upgrade is refused; with it the session opens and renders its map."""
-    import asyncio
-
-    from embviz.app.loadtest import Person
+    from embviz.app.loadtest import Person, run_sync
 
     with pytest.raises(Exception, match="40[13]|[Uu]nauthori|[Ff]orbidden|closed"):
-        asyncio.run(Person(server.url, timeout=30).open())
+        run_sync(Person(server.url, timeout=30).open())
 
     jar = http.cookiejar.CookieJar()
     alice = opener(jar)
@@ -120,7 +118,7 @@ def test_websocket_needs_a_login(server):
         await person.close()
         return seconds
 
-    assert asyncio.run(visit()) < 120
+    assert run_sync(visit()) < 120
 
 
 class _Provider:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import PanelServer
 
-from embviz.app.loadtest import Person, _find_map, walk
+from embviz.app.loadtest import Person, _find_map, run_sync, walk
 from embviz.app.store import View
 
 
@@ -79,7 +79,7 @@ def test_each_session_gets_the_frames_of_its_own_views(server):
         await asyncio.gather(a.close(), b.close())
         return got
 
-    for seconds in asyncio.run(two()):
+    for seconds in run_sync(two()):
         assert all(np.isfinite(s) for s in seconds), seconds
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .store import View
 
-__all__ = ["LoadResult", "Person", "run_people", "walk"]
+__all__ = ["LoadResult", "Person", "run_people", "run_sync", "walk"]
 
 
 @dataclass
@@ -324,3 +324,27 @@ async def run_people(
             watcher.cancel()
         await asyncio.gather(*(p.close() for p in people))
     return result
+
+
+def run_sync(coro):
+    """Run coroutine ``coro`` to the end on an event loop in a thread of its own; its result.
+
+    Works where this thread already runs a loop (Jupyter, Playwright's sync API), where
+    ``asyncio.run`` refuses.
+    """
+    import threading
+
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="embviz-loadtest")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
