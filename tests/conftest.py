@@ -115,6 +115,13 @@ class PanelServer:
                 time.sleep(0.5)
         pytest.fail(f"panel serve did not answer within {timeout} s: {self.log()}")
 
+    def __enter__(self) -> PanelServer:
+        self.wait()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def log(self) -> str:
         self._log.flush()
         return open(self.log_path).read()[-4000:]
@@ -129,6 +136,13 @@ class PanelServer:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._log.close()
+
+
+@pytest.fixture(scope="module")
+def demo_server(demo_dataset, tmp_path_factory):
+    """``panel serve`` of the demo on loopback, shared by one test module's tests."""
+    with PanelServer(demo_dataset, tmp_path_factory.mktemp("serve") / "serve.log") as s:
+        yield s
 
 
 @pytest.fixture

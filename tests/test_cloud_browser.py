@@ -7,18 +7,9 @@ import re
 
 import numpy as np
 import pytest
-from conftest import PanelServer
 
 pytestmark = pytest.mark.browser
 STATUS3D = re.compile(r"^3D: [\d,]+ of 5,000 points sent")
-
-
-@pytest.fixture(scope="module")
-def server(demo_dataset, tmp_path_factory):
-    s = PanelServer(demo_dataset, tmp_path_factory.mktemp("serve3d") / "serve.log")
-    s.wait()
-    yield s
-    s.stop()
 
 
 def deck_canvas(page):
@@ -48,11 +39,11 @@ def status(page) -> str:
     return page.get_by_text(STATUS3D).first.inner_text()
 
 
-def test_3d_view_draws_resamples_on_zoom_and_opens_detail(browser, server, artifacts):
+def test_3d_view_draws_resamples_on_zoom_and_opens_detail(browser, demo_server, artifacts):
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url)
+    page.goto(demo_server.url)
     page.get_by_text(re.compile("points in view")).first.wait_for(timeout=90_000)
     page.get_by_role("button", name="3D").first.click()
     page.get_by_text(STATUS3D).first.wait_for(timeout=60_000)

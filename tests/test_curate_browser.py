@@ -26,10 +26,8 @@ def dataset(demo_dataset, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(dataset, tmp_path_factory):
-    s = PanelServer(dataset, tmp_path_factory.mktemp("serve") / "serve.log")
-    s.wait()
-    yield s
-    s.stop()
+    with PanelServer(dataset, tmp_path_factory.mktemp("serve") / "serve.log") as s:
+        yield s
 
 
 def wait_until(page, check, what: str, timeout_ms: int = 30_000):

@@ -13,22 +13,13 @@ import urllib.parse
 
 import numpy as np
 import pytest
-from conftest import PanelServer
 
 pytestmark = pytest.mark.browser
 STATUS = re.compile(r"of 5,000 points in view")
 
 
-@pytest.fixture(scope="module")
-def server(demo_dataset, tmp_path_factory):
-    s = PanelServer(demo_dataset, tmp_path_factory.mktemp("serve") / "serve.log")
-    s.wait()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
-def page(browser, server):
+def page(browser, demo_server):
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -95,8 +86,8 @@ def coloured_pixels(png: bytes, box) -> np.ndarray:
     return px[(px.max(1) - px.min(1)) > 60]
 
 
-def open_explorer(page, server, query: str = ""):
-    page.goto(server.url + query)
+def open_explorer(page, demo_server, query: str = ""):
+    page.goto(demo_server.url + query)
     page.get_by_text(STATUS).first.wait_for(timeout=90_000)
     page.wait_for_timeout(500)
 
@@ -124,10 +115,10 @@ def zoom_to_few_points(page, limit: int = 3000):
     return cx, cy, wait_status(page, lambda t: "with tooltips" in t)
 
 
-def test_explore_zoom_hover_select_page_detail(page, server, artifacts):
+def test_explore_zoom_hover_select_page_detail(page, demo_server, artifacts):
     thumbs: list[str] = []
     page.on("request", lambda r: thumbs.append(r.url) if "/embviz/thumb/" in r.url else None)
-    open_explorer(page, server)
+    open_explorer(page, demo_server)
     box = plot_box(page)
     overview = page.screenshot(path=str(artifacts / "explorer_1_overview.png"))
     assert in_view(status(page)) == 5000
@@ -209,8 +200,8 @@ def test_explore_zoom_hover_select_page_detail(page, server, artifacts):
     page.screenshot(path=str(artifacts / "explorer_7_detail.png"), full_page=True)
 
 
-def test_tap_on_map_opens_detail(page, server, artifacts):
-    open_explorer(page, server)
+def test_tap_on_map_opens_detail(page, demo_server, artifacts):
+    open_explorer(page, demo_server)
     cx, cy, _ = zoom_to_few_points(page, limit=600)
     page.get_by_title("Pan").first.click()
     # Tap on the drawn sprites near the zoom centre until one opens.
@@ -224,8 +215,10 @@ def test_tap_on_map_opens_detail(page, server, artifacts):
     assert re.search(r"[?&]sample=\d+", page.url)
 
 
-def test_legend_click_hides_a_class_and_url_reproduces_the_view(page, server, artifacts, browser):
-    open_explorer(page, server)
+def test_legend_click_hides_a_class_and_url_reproduces_the_view(
+    page, demo_server, artifacts, browser
+):
+    open_explorer(page, demo_server)
     box = plot_box(page)
     before = coloured_pixels(page.screenshot(), box)
     from embviz.app.raster import category_colors

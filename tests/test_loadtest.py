@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import PanelServer
 
 from embviz.app.loadtest import Person, _find_map, run_sync, walk
 from embviz.app.store import View
@@ -52,20 +51,12 @@ def test_find_map_reads_the_figure_its_raster_and_view():
         _find_map({"roots": [source]})
 
 
-@pytest.fixture(scope="module")
-def server(demo_dataset, tmp_path_factory):
-    s = PanelServer(demo_dataset, tmp_path_factory.mktemp("load") / "serve.log")
-    s.wait()
-    yield s
-    s.stop()
-
-
-def test_each_session_gets_the_frames_of_its_own_views(server):
+def test_each_session_gets_the_frames_of_its_own_views(demo_server):
     """Two people pan at once over websockets: every frame that comes back to each shows the
     view that person asked for (a frame is matched to its request by its position)."""
 
     async def two():
-        a, b = Person(server.url, timeout=120), Person(server.url, timeout=120)
+        a, b = Person(demo_server.url, timeout=120), Person(demo_server.url, timeout=120)
         await asyncio.gather(a.open(), b.open())
         e = a.view
         w, h = e.x1 - e.x0, e.y1 - e.y0
@@ -83,12 +74,12 @@ def test_each_session_gets_the_frames_of_its_own_views(server):
         assert all(np.isfinite(s) for s in seconds), seconds
 
 
-def test_cli_loadtest_reports_latency(server):
+def test_cli_loadtest_reports_latency(demo_server):
     from pipeline.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["loadtest", server.url, "--sessions", "2", "--seconds", "4"]) == 0
+        assert main(["loadtest", demo_server.url, "--sessions", "2", "--seconds", "4"]) == 0
     r = json.loads(out.getvalue())
     assert r["frames"] >= 4 and r["lost"] == 0
     assert 0 < r["p50_frame_seconds"] <= r["p95_frame_seconds"] < 60

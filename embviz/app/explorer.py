@@ -113,6 +113,7 @@ class Explorer(pn.viewable.Viewer):
         self.map: MapView | None = None
         self._groups3 = projection_choices(ds, dims=3)
         self.cloud = None
+        self._detach_on = None  # the session document whose end detaches the views
         self._view_area = pn.Column(self._map_pane, sizing_mode="stretch_width")
         self._hover_card = pn.pane.HTML("", width=150, css_classes=["embviz-hover-card"])
         self._select_view = pn.widgets.Button(
@@ -190,7 +191,7 @@ class Explorer(pn.viewable.Viewer):
         doc = pn.state.curdoc
         if doc is not None and getattr(doc, "session_context", None) is not None:
             self.map.doc = doc
-            if getattr(self, "_detach_on", None) is not doc:
+            if self._detach_on is not doc:
                 self._detach_on = doc
                 doc.on_session_destroyed(self._detach)
 

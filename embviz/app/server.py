@@ -108,9 +108,8 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
 
         logging.getLogger(__name__).warning("dataset %s cannot be opened: %s", keys[key], exc)
         message = html.escape(f"{type(exc).__name__}: {exc}")
-        return pn.template.FastListTemplate(
+        return _template(
             title="embviz",
-            busy_indicator=None,
             main=[
                 pn.pane.HTML(
                     f"{links}<h2>This dataset cannot be opened</h2>"
@@ -127,16 +126,22 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
     if pn.state.location is not None:
         pn.state.location.sync(explorer, URL_STATE)
     header = [pn.pane.HTML(links, sizing_mode="stretch_width")] if links else []
-    return pn.template.FastListTemplate(
+    return _template(
         title=f"embviz · {explorer._ds.name}",
         sidebar=[explorer.sidebar()],
         main=[*header, explorer.main()],
         sidebar_width=320,
-        # Panel's header spinner follows one process-wide "busy" flag: it spun in everyone's
-        # page whenever anyone panned, and each pan updated every open page (25 sessions: the
-        # server's event loop saturated, p50 frame 4 s). The map's status line is per session.
-        busy_indicator=None,
     )
+
+
+def _template(**params):
+    """The page around the explorer (or its error message)."""
+    import panel as pn
+
+    # No header spinner: Panel drives every page's spinner from one process-wide "busy" flag,
+    # so it spun in everyone's page whenever anyone panned, and each pan updated every open
+    # page (25 sessions: the event loop saturated, p50 frame 4 s). The status line is per map.
+    return pn.template.FastListTemplate(busy_indicator=None, **params)
 
 
 def release_memory(*_args) -> None:
