@@ -1,6 +1,9 @@
-"""Entry script for ``panel serve apps/explorer.py --args DATASET [DATASET ...] [--reports F]``.
+"""Entry script: ``panel serve apps/explorer.py --plugins embviz.app.routes --args DATASET ...``.
 
-With several datasets, ``/explorer?dataset=KEY`` picks one (KEY: the folder's name).
+Options after ``--args``: one or more dataset folders, then ``--reports FILE`` (report schedule
+settings). With several datasets, ``/explorer?dataset=KEY`` picks one (KEY: the folder's name).
+Installed as ``embviz/apps/explorer.py``: ``embviz serve`` runs it, and
+``embviz serve DATASET --print-command`` prints the ``panel serve`` command line for it.
 """
 
 import argparse

@@ -66,7 +66,7 @@ def _duplicates(cols, row_of, truth) -> dict[str, float]:
 def _outlier_methods(ds, embedding: str, k: int, ood_rows: np.ndarray, ids) -> dict[str, float]:
     """OOD recall of each outlier method on the saved neighbours (the step uses the default)."""
     from embviz import scores
-    from pipeline.score import neighbour_matrix
+    from embviz.pipeline.index import neighbour_matrix
 
     nbr, d = neighbour_matrix(ds, embedding, ids, k=k)
     out = {}
@@ -86,12 +86,12 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
     """
     from embviz.config import load_recipe
     from embviz.dataset import open_dataset
-    from pipeline.demo import DEMO_RECIPE
-    from pipeline.embed import embed
-    from pipeline.index import index
-    from pipeline.ingest import ingest
-    from pipeline.planted import read_truth, write_planted_folder
-    from pipeline.score import score
+    from embviz.pipeline.demo import DEMO_RECIPE
+    from embviz.pipeline.embed import embed
+    from embviz.pipeline.index import index
+    from embviz.pipeline.ingest import ingest
+    from embviz.pipeline.planted import read_truth, write_planted_folder
+    from embviz.pipeline.score import score
 
     recipe = load_recipe(DEMO_RECIPE)
     emb_opts = recipe.embed[0]

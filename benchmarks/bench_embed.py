@@ -33,9 +33,9 @@ def _raw_seconds(model: str, uris: list[str], batch_size: int) -> float:
 def run(work: Path, *, quick: bool = False) -> list[dict]:
     """Return ``embed.pipeline_over_raw`` and throughput records for each model."""
     from embviz.dataset import open_dataset
-    from pipeline.demo import write_mnist_folder
-    from pipeline.embed import embed
-    from pipeline.ingest import ingest
+    from embviz.pipeline.demo import write_mnist_folder
+    from embviz.pipeline.embed import embed
+    from embviz.pipeline.ingest import ingest
 
     records = []
     batch_size = 32

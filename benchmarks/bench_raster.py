@@ -32,7 +32,7 @@ def _timed(fn, repeat: int = 3) -> float:
 
 
 def _dataset(work: Path, n: int) -> Path:
-    from pipeline.synth import synth
+    from embviz.pipeline.synth import synth
 
     out = work / f"raster-synth-{n}"
     if not (out / "manifest.json").exists():
@@ -42,7 +42,7 @@ def _dataset(work: Path, n: int) -> Path:
 
 def _view_holding(store, fraction: float):
     """A square-ish view around the densest chunk holding about ``fraction`` of the points."""
-    from embviz.app.store import View
+    from embviz.render.store import View
 
     e = store.extent
     i = np.argmax(
@@ -68,19 +68,20 @@ def _view_holding(store, fraction: float):
 
 
 def _frame_bytes(view, store) -> int:
-    """Bytes the server sends for one view change: the frame's data URI plus any point data."""
-    from embviz.app.mapview import MapView
+    """Bytes the server sends for one view change: the frame's data URI plus the points (and
+    sprites) the map overlays once the view holds at most its hover (sprite) limit."""
+    from embviz.render.overlay import HOVER_LIMIT, SPRITE_LIMIT, hover_points, sprites
+    from embviz.render.raster import Renderer
 
-    mv = MapView(
-        store, thumb_url=lambda i: f"/embviz/thumb/bench-00000000/{i}", width=WIDTH, height=HEIGHT
-    )
-    result = mv.compute(mv.request(view))
-    uri = "data:image/png;base64," + base64.b64encode(result.frame.png).decode()
-    payload = {"url": [uri]}
-    if result.points:
-        payload["points"] = result.points
-    if result.sprites:
-        payload["sprites"] = result.sprites
+    frame = Renderer(store).render(view, WIDTH, HEIGHT, mode="category", color_by="label")
+    payload: dict = {"url": ["data:image/png;base64," + base64.b64encode(frame.png).decode()]}
+    if frame.points <= HOVER_LIMIT:
+        rows = store.rows_in(view)[:HOVER_LIMIT]
+        payload["points"] = hover_points(
+            store, rows, thumb_url=lambda i: f"/embviz/thumb/bench-00000000/{i}"
+        )
+        if len(rows) <= SPRITE_LIMIT:
+            payload["sprites"] = sprites(payload["points"], view, WIDTH, HEIGHT)
     return len(json.dumps(payload))
 
 
@@ -89,7 +90,7 @@ def _plain_datashader(store, view) -> float:
     import datashader.transfer_functions as tf
     import pandas as pd
 
-    from embviz.app.raster import category_colors
+    from embviz.render.raster import category_colors
 
     codes, names = store.categorical["label"]
     df = pd.DataFrame(
@@ -111,7 +112,7 @@ def _plain_datashader(store, view) -> float:
 
 def _ours(store, view) -> tuple[float, float]:
     """Median seconds of a whole frame and of its aggregation step alone."""
-    from embviz.app.raster import Renderer
+    from embviz.render.raster import Renderer
 
     aggregate: list[float] = []
 
@@ -182,7 +183,7 @@ def _plotly_bytes(store) -> int:
 
 def run(work: Path, *, quick: bool = False) -> list[dict]:
     """Records ``raster.*`` at each size and ``plotly.figure_bytes`` at 1M."""
-    from embviz.app.store import clear_stores, load_store
+    from embviz.render.store import clear_stores, load_store
 
     sizes = [200_000, 1_000_000] if quick else [1_000_000, 10_000_000, 50_000_000]
     records: list[dict] = []

@@ -21,8 +21,8 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
     """Return ``reduce.seconds`` (and its fit / transform split) for each size."""
     import pandas as pd
 
-    from pipeline.ingest import ingest
-    from pipeline.reduce import reduce
+    from embviz.pipeline.ingest import ingest
+    from embviz.pipeline.reduce import reduce
 
     records = []
     for n in [20_000] if quick else [100_000, 1_000_000]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def _dataset(work: Path, n: int) -> Path:
     """The raster suite's synthetic dataset of ``n`` points when it exists, else our own."""
-    from pipeline.synth import synth
+    from embviz.pipeline.synth import synth
 
     shared = work / f"raster-synth-{n}"
     if (shared / "manifest.json").exists():
@@ -25,7 +25,7 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
     Each report starts with no map in memory (as a fresh ``embviz report`` process whose
     explorer cache exists); one warm-up report first compiles the kernels. Median of 3.
     """
-    from embviz.app.store import clear_stores
+    from embviz.render.store import clear_stores
     from embviz.report import write_report
 
     sizes = [100_000, 1_000_000] if quick else [1_000_000, 10_000_000]

@@ -1,7 +1,7 @@
 """Many people on one real server: frame latency and memory with 1, 10 and 25 websocket sessions.
 
 ``panel serve apps/explorer.py`` runs on loopback with a 10M-point synthetic map. Each person
-is an :class:`embviz.app.loadtest.Person`: a Bokeh-protocol websocket session, as a browser tab
+is an :class:`embviz.loadtest.Person`: a Bokeh-protocol websocket session, as a browser tab
 opens, that sends the map the ``rangesupdate`` event a pan or zoom sends and waits for the new
 frame to come back over the websocket; ``THINK`` seconds later it moves again (a walk between
 the overview and 1/64 of the width). The latency is the whole round trip: event out, server
@@ -36,7 +36,7 @@ SESSION_OPTIONS = ("--check-unused-sessions", "500", "--unused-session-lifetime"
 
 
 def _dataset(work: Path, n: int) -> Path:
-    from pipeline.synth import synth
+    from embviz.pipeline.synth import synth
 
     out = work / f"serve-synth-{n}"
     if not (out / "manifest.json").exists():
@@ -62,7 +62,7 @@ class _Server:
         return self._proc.memory_info().rss / 2**20
 
     def people(self, count: int, seconds: float, seed: int = 0):
-        from embviz.app.loadtest import run_people, run_sync
+        from embviz.loadtest import run_people, run_sync
 
         return run_sync(
             run_people(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def run(work: Path, *, quick: bool = False) -> list[dict]:
     """Return ``synth.seconds`` for 50M points (1M with ``quick``)."""
-    from pipeline.synth import synth
+    from embviz.pipeline.synth import synth
 
     n = 1_000_000 if quick else 50_000_000
     out = work / f"synth-{n}"

@@ -22,7 +22,7 @@ NOTES = """
 
 - `serve.*` (`benchmarks/bench_serve.py`): 1, 10 and 25 people at once on one real
   `panel serve apps/explorer.py` (loopback) with a 10M-point synthetic 2D map, 30 s each. A
-  person is an `embviz.app.loadtest.Person`: a Bokeh-protocol websocket session, opened as a
+  person is an `embviz.loadtest.Person`: a Bokeh-protocol websocket session, opened as a
   browser tab opens one, that sends the map the `rangesupdate` event a pan or zoom sends and
   waits for the frame to come back; 0.5 s later it moves again (a seeded walk between the full
   view and 1/64 of the width). `serve.p95_frame_seconds` / `p50`: event sent to frame

@@ -12,17 +12,27 @@ __version__ = "0.1.0"
 
 
 def open(path) -> Dataset:  # noqa: A001 - embviz.open(path) reads like the file API it mirrors
-    """Open and validate the dataset at ``path``; ``embviz.open(path).explore()`` shows it."""
+    """Open and validate the dataset at ``path``; ``embviz.explore(ds)`` shows it."""
     return open_dataset(path)
 
 
-def __getattr__(name: str):
-    # Explorer pulls in Panel and Bokeh: load it only when asked for.
-    if name == "Explorer":
-        from embviz.app.explorer import Explorer
+#: Names served by the app on first use: they pull in Panel, HoloViews or pydeck. This is the
+#: one place the library names ``embviz.app`` (the app sits above it; nothing else looks up).
+_APP = {
+    "Explorer": "embviz.app.explorer",
+    "deck": "embviz.app.notebook",
+    "explore": "embviz.app.notebook",
+    "points": "embviz.app.notebook",
+}
 
-        return Explorer
-    raise AttributeError(f"module 'embviz' has no attribute {name!r}")
+
+def __getattr__(name: str):
+    module = _APP.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embviz' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module), name)
 
 
 __all__ = [
@@ -34,7 +44,10 @@ __all__ = [
     "ModelError",
     "Recipe",
     "__version__",
+    "deck",
+    "explore",
     "load_recipe",
     "open",
     "open_dataset",
+    "points",
 ]

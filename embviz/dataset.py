@@ -195,23 +195,22 @@ class Dataset:
         partitions: Sequence[int] | None = None,
     ):
         """Read table ``key`` (optionally some columns / partitions) as one pyarrow Table."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from .reading import read_arrow
 
-        tables = []
-        for path in self.part_paths(key, partitions):
-            try:
-                tables.append(pq.read_table(path, columns=list(columns) if columns else None))
-            except (OSError, pa.ArrowInvalid) as exc:
-                raise DatasetError(f"{path}: cannot read Parquet ({exc})") from exc
-            except KeyError as exc:
-                raise DatasetError(
-                    f"{path}: no column {exc}; columns: {list(self.table(key)['columns'])}"
-                ) from exc
-        if not tables:
-            names = list(columns or self.table(key)["columns"])
-            return pa.table({c: pa.array([]) for c in names})
-        return pa.concat_tables(tables)
+        return read_arrow(self, key, columns=columns, partitions=partitions)
+
+    def read_ids(self, table: str, ids, columns: Sequence[str] | None = None):
+        """Rows of ``table`` whose id is in ``ids``, in the order of ``ids``: the one way to
+        read rows by id (:func:`embviz.reading.read_ids`).
+
+        ``table`` is a table key (``samples``, ``scores``, ``thumbnails`` keyed by
+        ``thumb_id``...); ``columns`` default to all. Ids absent from the table are left out;
+        only the partitions whose recorded ``id_range`` can hold them are read. Returns a
+        pyarrow Table.
+        """
+        from .reading import read_ids
+
+        return read_ids(self, table, ids, columns)
 
     def read_pandas(
         self,
@@ -237,16 +236,6 @@ class Dataset:
         )
 
     # -- writing -----------------------------------------------------------------------------
-    def explore(self, **params):
-        """The explorer of this dataset (a Panel component): display it in Jupyter, or serve it.
-
-        ``params`` set the :class:`embviz.app.explorer.Explorer` parameters (projection,
-        color_by, filters...). Loads Panel on first use.
-        """
-        from embviz.app.explorer import Explorer
-
-        return Explorer(self.root, **params)
-
     def writer(self, key: str, *, fingerprint: dict[str, Any] | None = None) -> TableWriter:
         """A :class:`TableWriter` for table ``key``; with ``fingerprint`` it resumes a staged write."""
         return TableWriter(self.root, key, fingerprint=fingerprint, dataset=self)

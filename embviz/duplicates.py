@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scores import _valid
+from .scores.neighbours import valid_neighbours
 
 __all__ = [
     "NEAR_FRACTION",
@@ -106,7 +106,7 @@ def duplicate_groups(
     if threshold is None:
         threshold = near_threshold(dist, fraction=fraction)
     threshold = max(float(threshold), 0.0)
-    close = _valid(nbr, dist) & (dist <= threshold)
+    close = valid_neighbours(nbr, dist) & (dist <= threshold)
     a = [np.repeat(np.arange(n), close.sum(axis=1))]
     b = [nbr[close]]
     exact = np.zeros(n, dtype=bool)

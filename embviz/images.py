@@ -26,6 +26,7 @@ __all__ = [
     "is_image_path",
     "make_thumbnail",
     "open_image",
+    "read_thumbnails",
     "thumbnail_bytes",
     "thumbnail_size",
 ]
@@ -272,24 +273,24 @@ def thumbnail_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def thumbnail_bytes(ds: Dataset, thumb_id: int) -> bytes | None:
-    """The WebP bytes of thumbnail ``thumb_id`` in dataset ``ds``, or None when there is none.
+def read_thumbnails(ds: Dataset, thumb_ids) -> dict[int, bytes]:
+    """The WebP bytes of the given thumbnail ids in dataset ``ds``: ``{thumb_id: bytes}``.
 
-    Finds the one partition whose recorded ``id_range`` holds the id (from the manifest, no
-    scan) and reads just that row with a Parquet filter. Never touches the original image file.
+    Ids that are None, negative or absent (and a dataset without thumbnails) are left out.
+    Reads only the partitions whose recorded ``id_range`` can hold them, filtered by id
+    (:meth:`~embviz.dataset.Dataset.read_ids`); never touches the original image files.
     """
-    import pyarrow.parquet as pq
+    wanted = sorted({int(t) for t in thumb_ids if t is not None and int(t) >= 0})
+    if not wanted or not ds.has("thumbnails"):
+        return {}
+    table = ds.read_ids("thumbnails", wanted, ["image"])
+    images = table.column("image").to_pylist()
+    return dict(zip(table.column("thumb_id").to_pylist(), images, strict=True))
 
-    if thumb_id is None or int(thumb_id) < 0 or not ds.has("thumbnails"):
+
+def thumbnail_bytes(ds: Dataset, thumb_id: int | None) -> bytes | None:
+    """The WebP bytes of thumbnail ``thumb_id`` in dataset ``ds``, or None when there is none
+    (:func:`read_thumbnails` of one id)."""
+    if thumb_id is None:
         return None
-    thumb_id = int(thumb_id)
-    entry = ds.table("thumbnails")
-    for part in entry["partitions"]:
-        lo, hi = part.get("id_range") or (None, None)
-        if lo is None or not lo <= thumb_id <= hi:
-            continue
-        path = ds.root / entry["dir"] / part["file"]
-        table = pq.read_table(path, columns=["image"], filters=[("thumb_id", "==", thumb_id)])
-        if table.num_rows:
-            return table.column("image")[0].as_py()
-    return None
+    return read_thumbnails(ds, [thumb_id]).get(int(thumb_id))

@@ -29,23 +29,18 @@ writer racing a compaction.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
 import threading
-import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._tagfiles import TagFiles, TagState
 from .dataset import Dataset
 from .errors import TagError
 from .manifest import read_manifest
-from .storage import atomic_write_json, file_lock, write_parquet_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,40 +73,7 @@ MAX_VALUE_CHARS = 500
 MAX_USER_CHARS = 100
 
 _CUSTOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
-_POINTER = "CURRENT.json"
-_LOCK = ".compact.lock"
-_EVENT_PREFIX = "events-"
-_SNAPSHOT_PREFIX = "snapshot-"
-_SUFFIX = ".parquet"
-_READ_ATTEMPTS = 200
-_STALE_TMP_SECONDS = 3600.0
-_COLUMNS = ["id", "tag", "value", "user", "time"]
 _VALUE_WHAT = {"relabel": "the new label", "note": "the note's text"}
-
-_clock_lock = threading.Lock()
-_last_ns = 0
-
-
-def _now_ns() -> int:
-    """Wall-clock nanoseconds, strictly increasing within this process (threads included)."""
-    global _last_ns
-    with _clock_lock:
-        _last_ns = max(time.time_ns(), _last_ns + 1)
-        return _last_ns
-
-
-def _schema(*, snapshot: bool):
-    import pyarrow as pa
-
-    fields = [
-        ("id", pa.int64()),
-        ("tag", pa.string()),
-        ("value", pa.string()),
-        ("op", pa.string()),
-        ("user", pa.string()),
-        ("time", pa.timestamp("us", tz="UTC")),
-    ]
-    return pa.schema([*fields, ("src", pa.string())] if snapshot else fields)
 
 
 def tag_order(names) -> list[str]:
@@ -186,30 +148,6 @@ def _as_ids(ids: Any) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _empty_state() -> pd.DataFrame:
-    return _schema(snapshot=True).empty_table().to_pandas()
-
-
-def _fold(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """The latest event of each (id, tag) among ``frames`` (order-free: latest = largest src)."""
-    import pandas as pd
-
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return _empty_state()
-    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    df = df.sort_values("src", kind="stable")
-    return df.drop_duplicates(["id", "tag"], keep="last").reset_index(drop=True)
-
-
-@dataclass(frozen=True)
-class _Cache:
-    snapshot: str | None  #: the snapshot the state was built on
-    seen: frozenset[str]  #: event files folded in on top of it
-    state: Any  #: latest event per (id, tag), tombstones included
-    live: Any  #: the adds of ``state``: the current tags
-
-
 class TagStore:
     """The tags of one dataset's samples, stored durably in ``<dataset>/tags/``.
 
@@ -231,9 +169,10 @@ class TagStore:
         if compact_after < 1:
             raise TagError(f"compact_after must be >= 1, got {compact_after}")
         self.dir = self.root / TAGS_DIR
+        self._files = TagFiles(self.dir)
         self.compact_after = compact_after
         self._lock = threading.Lock()
-        self._cache: _Cache | None = None
+        self._cache: TagState | None = None
         self._ids_lock = threading.Lock()
         self._known: tuple[str, np.ndarray] | None = None
 
@@ -270,30 +209,13 @@ class TagStore:
         return self._write(ids, tag, None, "remove", _check_user(user))
 
     def _write(self, ids, tag: str, value: str | None, op: str, user: str | None) -> int:
-        import pyarrow as pa
-
         ids = np.unique(self._check_known(_as_ids(ids)))
-        n = len(ids)
-        if not n:
+        if not len(ids):
             return 0
-        t = _now_ns()
-        name = f"{_EVENT_PREFIX}{t:020d}-{os.getpid()}-{uuid.uuid4().hex}{_SUFFIX}"
-        table = pa.table(
-            {
-                "id": pa.array(ids, pa.int64()),
-                "tag": pa.repeat(pa.scalar(tag, pa.string()), n),
-                "value": pa.repeat(pa.scalar(value, pa.string()), n),
-                "op": pa.repeat(pa.scalar(op, pa.string()), n),
-                "user": pa.repeat(pa.scalar(user, pa.string()), n),
-                "time": pa.repeat(pa.scalar(t // 1000, pa.timestamp("us", tz="UTC")), n),
-            },
-            schema=_schema(snapshot=False),
-        )
-        write_parquet_atomic(table, self.dir / name)
-        _, absorbed = self._read_pointer()
-        if len(self._event_names() - absorbed) > self.compact_after:
-            self._compact(min_events=self.compact_after + 1)
-        return n
+        self._files.append(ids, tag, value, op, user)
+        if self._files.waiting() > self.compact_after:
+            self._files.compact(min_events=self.compact_after + 1)
+        return len(ids)
 
     def _check_known(self, ids: np.ndarray) -> np.ndarray:
         """``ids`` if every one is a sample id of the dataset, else a :class:`TagError`."""
@@ -326,87 +248,12 @@ class TagStore:
                 self._known = (version, ids)
             return self._known[1]
 
-    # -- the log's files ------------------------------------------------------------------------
-    def _read_pointer(self) -> tuple[str | None, frozenset[str]]:
-        path = self.dir / _POINTER
-        try:
-            data = json.loads(path.read_text())
-            return data["snapshot"], frozenset(data["absorbed"])
-        except FileNotFoundError:
-            return None, frozenset()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise TagError(
-                f"{path}: unreadable ({exc}); it names the tag snapshot in use, so restore it "
-                "from a backup or delete it (event files absorbed since are then read again)"
-            ) from exc
-
-    def _event_names(self) -> set[str]:
-        try:
-            with os.scandir(self.dir) as entries:
-                return {
-                    e.name
-                    for e in entries
-                    if e.name.startswith(_EVENT_PREFIX) and e.name.endswith(_SUFFIX)
-                }
-        except FileNotFoundError:
-            return set()
-
-    def _read_file(self, name: str) -> pd.DataFrame:
-        """One event or snapshot file as a state frame; ``FileNotFoundError`` passes through."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        path = self.dir / name
-        try:
-            table = pq.read_table(path)
-        except FileNotFoundError:
-            raise
-        except (OSError, pa.ArrowInvalid) as exc:
-            if not path.exists():
-                raise FileNotFoundError(path) from exc
-            raise TagError(
-                f"{path}: cannot read this tag file ({exc}); move it out of {self.dir} to go on "
-                "without the tags it holds"
-            ) from exc
-        if "src" not in table.column_names:
-            table = table.append_column("src", pa.repeat(pa.scalar(name), table.num_rows))
-        return table.select(_schema(snapshot=True).names).to_pandas()
-
     # -- reading ------------------------------------------------------------------------------
-    def _load(self) -> _Cache:
+    def _load(self) -> TagState:
         """The current state, read consistently (see the module docstring) and cached."""
         with self._lock:
-            for attempt in range(_READ_ATTEMPTS):
-                snapshot, absorbed = self._read_pointer()
-                names = self._event_names() - absorbed
-                cache = self._cache
-                # The cache holds while the snapshot is the same: until a compaction publishes
-                # another, no event file that is not absorbed can be deleted.
-                reuse = cache is not None and cache.snapshot == snapshot and cache.seen <= names
-                seen = cache.seen if reuse else frozenset()
-                new = sorted(names - seen)
-                try:
-                    if reuse:
-                        base = cache.state
-                    else:
-                        base = self._read_file(snapshot) if snapshot else _empty_state()
-                    frames = [self._read_file(n) for n in new]
-                except FileNotFoundError:
-                    time.sleep(min(0.001 * attempt, 0.05))  # a compaction is replacing files
-                    continue
-                if self._read_pointer()[0] != snapshot:
-                    continue
-                if reuse and not frames:
-                    return cache
-                state = _fold([base, *frames])
-                live = state.loc[state["op"] == "add", _COLUMNS]
-                live = live.sort_values(["id", "tag"], kind="stable").reset_index(drop=True)
-                self._cache = _Cache(snapshot, seen | frozenset(new), state, live)
-                return self._cache
-        raise TagError(
-            f"{self.dir}: could not read a consistent set of tag files in {_READ_ATTEMPTS} "
-            "attempts (files kept changing); try again"
-        )
+            self._cache = self._files.load(self._cache)
+            return self._cache
 
     @property
     def version(self) -> str:
@@ -414,12 +261,7 @@ class TagStore:
 
         Costs one directory listing and one small JSON read; no Parquet is read.
         """
-        import hashlib
-
-        snapshot, absorbed = self._read_pointer()
-        names = sorted(self._event_names() - absorbed)
-        digest = hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest()
-        return f"{snapshot or '-'}:{len(names)}:{digest}"
+        return self._files.version()
 
     def current(self) -> pd.DataFrame:
         """Every live tag: one row per (id, tag), columns ``id, tag, value, user, time``.
@@ -471,50 +313,7 @@ class TagStore:
 
         Safe while other threads and processes write and read (see the module docstring).
         """
-        return self._compact(min_events=1)
-
-    def _compact(self, *, min_events: int) -> int:
-        if not self.dir.is_dir():
-            return 0
-        with file_lock(self.dir / _LOCK):
-            snapshot, absorbed = self._read_pointer()
-            # Leftovers of a compaction stopped between publishing and deleting. Only a
-            # compaction deletes tag files, and it holds this lock.
-            for name in absorbed:
-                with contextlib.suppress(FileNotFoundError):
-                    (self.dir / name).unlink()
-            self._remove_strays(snapshot)
-            names = sorted(self._event_names() - absorbed)
-            if len(names) < min_events:
-                return 0
-            frames = [self._read_file(snapshot)] if snapshot else []
-            state = _fold([*frames, *(self._read_file(n) for n in names)])
-            import pyarrow as pa
-
-            new = f"{_SNAPSHOT_PREFIX}{_now_ns():020d}-{uuid.uuid4().hex}{_SUFFIX}"
-            table = pa.Table.from_pandas(state, schema=_schema(snapshot=True), preserve_index=False)
-            write_parquet_atomic(table, self.dir / new)
-            atomic_write_json(
-                self.dir / _POINTER, {"snapshot": new, "absorbed": names, "rows": len(state)}
-            )
-            for name in [*([snapshot] if snapshot else []), *names]:
-                with contextlib.suppress(FileNotFoundError):
-                    (self.dir / name).unlink()
-            return len(names)
-
-    def _remove_strays(self, snapshot: str | None) -> None:
-        """Delete snapshots other than the published one, and temporary files an hour old
-        (left by a writer that died mid-write)."""
-        now = time.time()
-        with os.scandir(self.dir) as entries:
-            for e in entries:
-                with contextlib.suppress(FileNotFoundError):
-                    if (e.name.startswith(_SNAPSHOT_PREFIX) and e.name != snapshot) or (
-                        e.name.startswith(".")
-                        and e.name.endswith(".tmp")
-                        and now - e.stat().st_mtime > _STALE_TMP_SECONDS
-                    ):
-                        os.unlink(e.path)
+        return self._files.compact(min_events=1)
 
 
 def _missing(v: Any) -> bool:

@@ -1,18 +1,21 @@
-"""The ``embviz`` command line: a thin argparse layer over the pipeline steps and the app."""
+"""The ``embviz`` command line: argparse over the pipeline steps (more commands: cli_data, cli_serve)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from embviz.errors import EmbvizError
 
+from . import cli_data, cli_serve
+from .cli_data import print_result
+
 __all__ = ["main"]
+
+EMBEDDING_HELP = "embedding name, <model>.<layer> (default: the dataset's first, said on stderr)"
 
 
 def _kv(text: str) -> tuple[str, Any]:
@@ -28,26 +31,6 @@ def _kv(text: str) -> tuple[str, Any]:
 def _number(text: str) -> float | int:
     value = float(text)
     return int(value) if value.is_integer() and value >= 1 else value
-
-
-def _pixels(text: str) -> int:
-    value = int(text)
-    if value < 16:
-        raise argparse.ArgumentTypeError(f"expected at least 16 pixels, got {value}")
-    return value
-
-
-def _id_list(text: str) -> list[int]:
-    """Parse comma-separated sample ids (``1,2,3``)."""
-    try:
-        ids = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integer ids like 1,2,3, got {text!r}"
-        ) from None
-    if not ids:
-        raise argparse.ArgumentTypeError("expected at least one sample id")
-    return ids
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reduce", help="project an embedding to 2D or 3D")
     s.add_argument("dataset")
-    s.add_argument("--embedding", help="embedding name (default: the first)")
+    s.add_argument("--embedding", help=EMBEDDING_HELP)
     s.add_argument("--method", default="umap", help="pca, umap, tsne, pacmap")
     s.add_argument("--dims", type=int, default=2, choices=[2, 3])
     s.add_argument(
@@ -121,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("index", help="build a nearest-neighbour index and every row's k neighbours")
     s.add_argument("dataset")
-    s.add_argument("--embedding", required=True, help="embedding name (<model>.<layer>)")
+    s.add_argument("--embedding", help=EMBEDDING_HELP)
     s.add_argument("-k", type=int, default=10, help="neighbours stored per row")
     s.add_argument("--metric", default="cosine", choices=["cosine", "l2"])
     s.add_argument(
@@ -133,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         "score", help="per-sample scores: outliers, label issues, duplicates, clusters"
     )
     s.add_argument("dataset")
-    s.add_argument("--embedding", help="embedding name (default: the first)")
+    s.add_argument("--embedding", help=EMBEDDING_HELP)
     s.add_argument("-k", type=int, default=10, help="neighbours per row the scores use")
     s.add_argument("--clusters", type=int, help="k-means clusters (default 20, fewer if tiny)")
     s.add_argument(
@@ -146,11 +129,6 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", help="override the recipe's dataset directory")
     s.add_argument("--scheduler", help="Dask scheduler address")
 
-    s = sub.add_parser("demo", help="build the MNIST demo dataset (and optionally serve it)")
-    s.add_argument("--out", help="dataset directory (default: the recipe's, data/demo)")
-    s.add_argument("--serve", action="store_true", help="serve the explorer when built")
-    s.add_argument("--port", type=int, default=5006)
-
     s = sub.add_parser("synth", help="write a synthetic dataset of N points for scale work")
     s.add_argument("--points", type=int, required=True)
     s.add_argument("--out", required=True)
@@ -158,85 +136,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--partition-rows", type=int, default=1_000_000)
     s.add_argument("--scheduler", help="Dask scheduler address")
 
-    s = sub.add_parser("info", help="validate a dataset and print its tables")
-    s.add_argument("dataset")
-
-    s = sub.add_parser("report", help="write a self-contained HTML report of a dataset")
-    s.add_argument("dataset")
-    s.add_argument("--out", required=True, help="HTML file to write, e.g. reports/today.html")
-    s.add_argument("--png", action="store_true", help="also write the maps as <stem>-*.png")
-    s.add_argument("--title", help="page title (default: embviz report: <dataset name>)")
-    s.add_argument("--width", type=_pixels, default=900, help="map width in pixels")
-    s.add_argument("--height", type=_pixels, default=640, help="map height in pixels")
-    s.add_argument(
-        "--index",
-        action="store_true",
-        help="write index.html beside --out listing its reports (an index embviz wrote "
-        "before is always updated)",
-    )
-
-    s = sub.add_parser(
-        "export", help="write the cleaned manifest, every row with its tags, or the tag list"
-    )
-    s.add_argument("dataset")
-    s.add_argument("--out", required=True, help="file to write: FILE.parquet or FILE.csv")
-    s.add_argument(
-        "--what",
-        default="clean",
-        choices=["clean", "all", "tags"],
-        help="clean: excluded rows dropped, relabels applied (default); all: every row with "
-        "its tags; tags: the tag list",
-    )
-    s.add_argument(
-        "--ids-from",
-        help="export only these samples: a text file of ids, or CSV/Parquet with an id column",
-    )
-
-    s = sub.add_parser("tag", help="tag samples: exclude, relabel, review, note or a custom tag")
-    s.add_argument("dataset")
-    s.add_argument("--ids", required=True, type=_id_list, help="sample ids, e.g. 1,2,3")
-    s.add_argument("--tag", required=True, help="exclude, relabel, review, note or a custom name")
-    s.add_argument("--value", help="the new label (relabel) or the text (note)")
-    s.add_argument("--remove", action="store_true", help="remove the tag instead of adding it")
-    s.add_argument("--user", help="who tags, for the record (default: the login name)")
-
-    s = sub.add_parser("serve", help="serve the explorer app for one or more datasets")
-    s.add_argument("dataset", nargs="+", help="dataset folders (several: ?dataset=NAME picks one)")
-    s.add_argument("--port", type=int, default=5006)
-    s.add_argument("--address", default="localhost")
-    s.add_argument("--show", action="store_true", help="open a browser tab")
-    s.add_argument(
-        "--reports",
-        default=None,
-        help="report schedule settings (config/reports.yaml): the server writes dated reports",
-    )
-
-    s = sub.add_parser(
-        "loadtest",
-        help="N simulated people pan and zoom a running server's map; frame latency percentiles",
-    )
-    s.add_argument("url", help="the explorer page, e.g. http://localhost:5006/explorer")
-    s.add_argument("--sessions", type=int, default=10, help="people at once")
-    s.add_argument("--seconds", type=float, default=30.0, help="how long they pan and zoom")
-    s.add_argument(
-        "--think", type=float, default=0.5, help="seconds between a frame and the next move"
-    )
-    s.add_argument("--dataset", help="the dataset key on a server with several (?dataset=KEY)")
-    s.add_argument("--cookie", help="Cookie header of a logged-in browser, for a server with login")
+    cli_data.add_commands(sub)
+    cli_serve.add_commands(sub)
     return p
-
-
-def _summary(result: Any) -> str:
-    import dataclasses
-
-    if dataclasses.is_dataclass(result):
-        result = dataclasses.asdict(result)
-    return json.dumps(result, indent=2, default=str)
 
 
 def _run(args: argparse.Namespace) -> int:
     progress = not args.quiet
     cmd = args.command
+    if cmd in cli_serve.COMMANDS:
+        return cli_serve.run(args, progress=progress)
+    if cmd in cli_data.COMMANDS:
+        return cli_data.run(args)
     if cmd == "ingest":
         from .ingest import ingest
 
@@ -330,17 +241,6 @@ def _run(args: argparse.Namespace) -> int:
         from .build import build
 
         r = build(args.config, dataset=args.dataset, scheduler=args.scheduler, progress=progress)
-    elif cmd == "demo":
-        from .build import build
-        from .demo import DEMO_RECIPE
-
-        r = build(DEMO_RECIPE, dataset=args.out, progress=progress)
-        print(f"demo dataset ready: {r.dataset} ({r.seconds:.0f} s)")
-        if args.serve:
-            from embviz.app.server import serve
-
-            serve(r.dataset, port=args.port)
-        return 0
     elif cmd == "synth":
         from .synth import synth
 
@@ -352,87 +252,9 @@ def _run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             progress=progress,
         )
-    elif cmd == "info":
-        from embviz.dataset import open_dataset
-
-        ds = open_dataset(args.dataset)
-        r = {
-            "name": ds.name,
-            "root": str(ds.root),
-            "tables": {
-                k: {"rows": v["rows"], "partitions": len(v["partitions"]), "meta": v["meta"]}
-                for k, v in ds.tables.items()
-            },
-            "steps": [s["step"] for s in ds.manifest["steps"]],
-        }
-    elif cmd == "report":
-        from embviz.report import is_embviz_index, update_index, write_report
-
-        r = write_report(
-            args.dataset,
-            args.out,
-            png=args.png,
-            title=args.title,
-            width=args.width,
-            height=args.height,
-        )
-        folder = Path(args.out).parent
-        if args.index or is_embviz_index(folder / "index.html"):
-            update_index(folder)
-    elif cmd == "export":
-        from .export import export
-
-        r = export(args.dataset, out=args.out, what=args.what, ids_from=args.ids_from)
-    elif cmd == "tag":
-        import getpass
-
-        from embviz.errors import TagError
-        from embviz.tags import TagStore
-
-        if args.remove and args.value is not None:
-            raise TagError(
-                "--value is not used with --remove (a tag is removed whatever its value)"
-            )
-        user = args.user
-        if user is None:
-            try:
-                user = getpass.getuser()
-            except (KeyError, OSError):  # no login name in some containers
-                user = None
-        store = TagStore(args.dataset)
-        if args.remove:
-            rows = store.remove(args.ids, args.tag, user=user)
-        else:
-            rows = store.add(args.ids, args.tag, args.value, user=user)
-        r = {"tag": args.tag, "removed" if args.remove else "added": rows, "counts": store.counts()}
-    elif cmd == "serve":
-        from embviz.app.server import serve
-
-        serve(
-            [Path(d) for d in args.dataset] if len(args.dataset) > 1 else Path(args.dataset[0]),
-            port=args.port,
-            address=args.address,
-            show=args.show,
-            reports=args.reports,
-        )
-        return 0
-    elif cmd == "loadtest":
-        from embviz.app.loadtest import run_people, run_sync
-
-        got = run_sync(
-            run_people(
-                args.url,
-                sessions=args.sessions,
-                seconds=args.seconds,
-                think=args.think,
-                arguments={"dataset": args.dataset} if args.dataset else None,
-                headers={"Cookie": args.cookie} if args.cookie else None,
-            )
-        )
-        r = {"url": args.url, "sessions": args.sessions, **got.summary()}
     else:  # pragma: no cover - argparse rejects unknown commands
         raise AssertionError(cmd)
-    print(_summary(r))
+    print_result(r)
     return 0
 
 

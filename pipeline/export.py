@@ -13,7 +13,7 @@ from embviz.dataset import Dataset
 from embviz.errors import ExportError
 from embviz.export import export_format, samples_table, tags_table, write_table
 
-from .reduce import _as_dataset
+from .choose import as_dataset
 
 __all__ = ["WHAT", "ExportResult", "export", "read_ids"]
 
@@ -112,7 +112,7 @@ def export(
         if ids is not None:
             raise ExportError("give ids or ids_from, not both")
         ids = read_ids(ids_from)
-    ds = _as_dataset(dataset)
+    ds = as_dataset(dataset)
     if what == "tags":
         table = tags_table(ds, ids=ids)
     else:

@@ -1,4 +1,4 @@
-"""The ``index`` step: a nearest-neighbour index over an embedding table, and every row's k neighbours."""
+"""The ``index`` step: a nearest-neighbour index over an embedding, every row's k neighbours, read back."""
 
 from __future__ import annotations
 
@@ -10,13 +10,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from embviz.dataset import Dataset
+from embviz.errors import DatasetError
 from embviz.index import NeighbourIndex
+from embviz.scores import neighbour_rows
 from embviz.storage import atomic_write_json, write_parquet_atomic
 
-from .reduce import _as_dataset, _resolve_embedding
+from .choose import as_dataset, pick_table
 
-__all__ = ["INDEX_DIR", "NEIGHBOURS_FILE", "IndexResult", "index", "index_dir"]
+__all__ = [
+    "INDEX_DIR",
+    "NEIGHBOURS_FILE",
+    "IndexResult",
+    "ensure_neighbours",
+    "index",
+    "index_dir",
+    "neighbour_matrix",
+]
 
 from embviz.index import INDEX_DIR, index_dir  # noqa: E402  (one definition, in the library)
 
@@ -88,7 +100,7 @@ def _neighbours_table(ids, nbr_ids, nbr_dist):
 def index(
     dataset: str | Path | Dataset,
     *,
-    embedding: str,
+    embedding: str | None = None,
     k: int = 10,
     metric: str = "cosine",
     exact_below: int = 200_000,
@@ -106,7 +118,8 @@ def index(
     Parameters
     ----------
     dataset : dataset path or :class:`~embviz.dataset.Dataset`.
-    embedding : embedding name (``<model>.<layer>``, with or without ``embeddings/``).
+    embedding : embedding name (``<model>.<layer>``, with or without ``embeddings/``);
+        default the dataset's first (:func:`~embviz.pipeline.choose.pick_table`).
     k : neighbours stored per row (the row itself is left out).
     metric : ``cosine`` (distance 1 - similarity) or ``l2``.
     exact_below : up to this many rows the index is exact (brute force); above it, IVF
@@ -119,8 +132,8 @@ def index(
     ``NeighbourIndex.load(result.directory)``.
     """
     started = time.time()
-    ds = _as_dataset(dataset)
-    emb = _resolve_embedding(ds, embedding)
+    ds = as_dataset(dataset)
+    emb = pick_table(ds, "embeddings", embedding, step="index")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     key = f"embeddings/{emb}"
@@ -196,3 +209,56 @@ def index(
         },
     )
     return result
+
+
+def ensure_neighbours(ds: Dataset, emb: str, k: int, *, progress: bool = True) -> dict[str, Any]:
+    """The step record of ``emb``'s index, built first unless it holds at least ``k``
+    neighbours per row (or every other row, for a smaller table)."""
+    where = index_dir(ds, emb)
+    rows = ds.table(f"embeddings/{emb}")["rows"]
+    step = _read_step(where)
+    enough = step is not None and step.get("k", 0) >= min(k, rows - 1)
+    if not enough or not (where / NEIGHBOURS_FILE).exists():
+        index(ds, embedding=emb, k=k, progress=progress)
+        ds.reload()
+        step = _read_step(where)
+    assert step is not None  # index() just wrote it
+    return step
+
+
+def neighbour_matrix(
+    ds: Dataset, embedding: str, ids: np.ndarray, *, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The saved neighbours of ``embedding`` as rows of ``ids``: ``(nbr (n, k), dist (n, k))``.
+
+    ``nbr`` holds row positions in ``ids`` (-1 for a neighbour not in ``ids``, or a row that
+    was not indexed) and ``dist`` the distances (inf where ``nbr`` is -1), nearest first: the
+    form :mod:`embviz.scores` takes. Reads ``neighbours.parquet`` of the current index of the
+    embedding (run the ``index`` step first); at most its ``k`` first neighbours.
+    """
+    import pyarrow.parquet as pq
+
+    path = index_dir(ds, embedding) / NEIGHBOURS_FILE
+    try:
+        t = pq.read_table(path, columns=["id", "neighbours", "distances"])
+    except OSError as exc:
+        raise DatasetError(
+            f"{path}: cannot read the neighbours table ({exc}); run 'embviz index' first"
+        ) from exc
+    nids = t.column("id").to_numpy()
+    m = len(nids)
+
+    def matrix(name: str, dtype) -> np.ndarray:
+        flat = t.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        width = flat.shape[0] // m if m else 0
+        return flat.astype(dtype, copy=False).reshape(m, width)[:, :k]
+
+    nbr_ids, dist_t = matrix("neighbours", np.int64), matrix("distances", np.float32)
+    pos = neighbour_rows(ids, nids)
+    ok = pos >= 0
+    nbr = np.full((len(ids), nbr_ids.shape[1]), -1, dtype=np.int64)
+    dist = np.full(nbr.shape, np.inf, dtype=np.float32)
+    nbr[pos[ok]] = neighbour_rows(ids, nbr_ids[ok])
+    dist[pos[ok]] = dist_t[ok]
+    dist[nbr < 0] = np.inf
+    return nbr, dist

@@ -82,7 +82,7 @@ def ingest_vectors(
 ) -> tuple[int, list[dict[str, Any]], tuple[str, ...]]:
     """Write ``samples`` and ``embeddings/<embedding_name>`` (and a user projection) from vectors.
 
-    The options are those of :func:`pipeline.ingest.ingest`; ``fingerprint`` is stored in the
+    The options are those of :func:`embviz.pipeline.ingest.ingest`; ``fingerprint`` is stored in the
     samples table's meta. Returns ``(rows, skipped, tables written)``; skipped is always empty
     because a bad vector fails the whole run, naming its row.
     """
@@ -208,7 +208,7 @@ def ingest_vectors(
         raise
     tables: tuple[str, ...] = ("samples", emb_key)
     if coords is not None:
-        from pipeline.reduce import write_projection
+        from .reduce import write_projection
 
         proj = f"user{coords.shape[1]}d"
         write_projection(

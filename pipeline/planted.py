@@ -108,7 +108,7 @@ def write_planted_folder(
 ) -> Path:
     """Write the demo's MNIST folder with known problems planted, and their ground truth.
 
-    Starting from :func:`pipeline.demo.write_mnist_folder` (``<split>/<digit>/<n>.png``):
+    Starting from :func:`embviz.pipeline.demo.write_mnist_folder` (``<split>/<digit>/<n>.png``):
 
     - ``flip_fraction`` of the digits move to a wrong digit's folder (a label flip);
     - ``exact`` other digits get a byte-identical copy ``exact-NNN.png`` in the other split;

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 
 from embviz.curve import AXES, bounds_of, layout_partitions
-from embviz.dataset import Dataset, open_dataset, slugify, table_to_vectors
+from embviz.dataset import Dataset, slugify, table_to_vectors
 from embviz.errors import DatasetError
 from embviz.reducers import get_reducer
 
+from .choose import as_dataset, pick_table
 from .runner import cluster_client, run_tasks
 
 __all__ = ["ROW_GROUP_ROWS", "ReduceResult", "reduce", "write_projection"]
@@ -35,10 +36,6 @@ class ReduceResult:
     transform_seconds: float  #: time to project every row
     sample_rows: int  #: rows the reducer was fitted on
     reused: bool = False  #: the projection already matched these inputs and parameters
-
-
-def _as_dataset(dataset: str | Path | Dataset) -> Dataset:
-    return dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
 
 
 def write_projection(
@@ -68,7 +65,7 @@ def write_projection(
     """
     import pyarrow as pa
 
-    ds = _as_dataset(ds)
+    ds = as_dataset(ds)
     coords = np.asarray(coords, dtype=np.float32)
     ids = np.asarray(ids, dtype=np.int64)
     if coords.ndim != 2 or coords.shape[1] not in (2, 3) or coords.shape[0] != ids.shape[0]:
@@ -116,22 +113,6 @@ def write_projection(
         raise
     ds.reload()
     return entry
-
-
-def _resolve_embedding(ds: Dataset, embedding: str | None, what: str = "embedding") -> str:
-    names = ds.embeddings
-    if embedding is None:
-        if not names:
-            raise DatasetError(
-                f"{ds.root}: no embedding tables; run 'embviz embed' first or pass vectors at ingest"
-            )
-        return names[0]
-    name = embedding.removeprefix("embeddings/")
-    if name not in names:
-        raise DatasetError(
-            f"{ds.root}: no {what} table 'embeddings/{name}'; available: {names or 'none'}"
-        )
-    return name
 
 
 def _split_ids(ds: Dataset, split: str) -> np.ndarray:
@@ -235,7 +216,8 @@ def reduce(
     Parameters
     ----------
     dataset : dataset path or :class:`~embviz.dataset.Dataset`.
-    embedding : embedding name (``<model>.<layer>``, without ``embeddings/``); default the first.
+    embedding : embedding name (``<model>.<layer>``, without ``embeddings/``); default the
+        dataset's first (:func:`~embviz.pipeline.choose.pick_table`).
     method : ``pca``, ``umap``, ``tsne`` or ``pacmap`` (see :mod:`embviz.reducers`).
     dims : 2 or 3.
     pca : PCA pre-reduction before the method: component count (int) or variance fraction
@@ -255,10 +237,12 @@ def reduce(
     Returns a :class:`ReduceResult`.
     """
     started = time.time()
-    ds = _as_dataset(dataset)
-    emb = _resolve_embedding(ds, embedding)
-    fds = ds if fit_dataset is None else _as_dataset(fit_dataset)
-    fit_emb = _resolve_embedding(fds, fit_embedding or emb, what="fit embedding")
+    ds = as_dataset(dataset)
+    emb = pick_table(ds, "embeddings", embedding, step="reduce")
+    fds = ds if fit_dataset is None else as_dataset(fit_dataset)
+    fit_emb = pick_table(
+        fds, "embeddings", fit_embedding or emb, step="reduce", what="fit embedding"
+    )
     same_table = fds.root.resolve() == ds.root.resolve() and fit_emb == emb
     params = dict(params or {})
     reducer = get_reducer(method, dims=dims, seed=seed, pca=pca, **params)

@@ -6,7 +6,6 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,10 +15,11 @@ from embviz.dataset import Dataset, table_to_vectors
 from embviz.errors import DatasetError
 from embviz.samples import SCORES
 
-from .index import NEIGHBOURS_FILE, _read_step, index, index_dir
-from .reduce import _as_dataset, _read_sample, _resolve_embedding
+from .choose import as_dataset, pick_table
+from .index import ensure_neighbours, neighbour_matrix
+from .reduce import _read_sample
 
-__all__ = ["PREDICTION_COLUMNS", "ScoreResult", "neighbour_matrix", "score"]
+__all__ = ["PREDICTION_COLUMNS", "ScoreResult", "score"]
 
 #: Samples columns read as a model's predicted label (the first present wins), and its
 #: confidence in [0, 1]; label issues blend them in.
@@ -82,60 +82,6 @@ class ScoreResult:
     duplicates: int
     label_method: str | None
     reused: bool = False
-
-
-def _ensure_neighbours(
-    ds: Dataset, emb: str, k: int, progress: bool
-) -> tuple[Path, dict[str, Any]]:
-    """The index folder of ``emb`` holding at least ``k`` neighbours per row (built if not)."""
-    where = index_dir(ds, emb)
-    rows = ds.table(f"embeddings/{emb}")["rows"]
-    step = _read_step(where)
-    enough = step is not None and step.get("k", 0) >= min(k, rows - 1)
-    if not enough or not (where / NEIGHBOURS_FILE).exists():
-        index(ds, embedding=emb, k=k, progress=progress)
-        ds.reload()
-        step = _read_step(where)
-    assert step is not None  # index() just wrote it
-    return where, step
-
-
-def neighbour_matrix(
-    ds: Dataset, embedding: str, ids: np.ndarray, *, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The saved neighbours of ``embedding`` as rows of ``ids``: ``(nbr (n, k), dist (n, k))``.
-
-    ``nbr`` holds row positions in ``ids`` (-1 for a neighbour not in ``ids``, or a row that
-    was not indexed) and ``dist`` the distances (inf where ``nbr`` is -1), nearest first: the
-    form :mod:`embviz.scores` takes. Reads ``neighbours.parquet`` of the current index of the
-    embedding (run the ``index`` step first); at most its ``k`` first neighbours.
-    """
-    import pyarrow.parquet as pq
-
-    path = index_dir(ds, embedding) / NEIGHBOURS_FILE
-    try:
-        t = pq.read_table(path, columns=["id", "neighbours", "distances"])
-    except OSError as exc:
-        raise DatasetError(
-            f"{path}: cannot read the neighbours table ({exc}); run 'embviz index' first"
-        ) from exc
-    nids = t.column("id").to_numpy()
-    m = len(nids)
-
-    def matrix(name: str, dtype) -> np.ndarray:
-        flat = t.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        width = flat.shape[0] // m if m else 0
-        return flat.astype(dtype, copy=False).reshape(m, width)[:, :k]
-
-    nbr_ids, dist_t = matrix("neighbours", np.int64), matrix("distances", np.float32)
-    pos = sc.neighbour_rows(ids, nids)
-    ok = pos >= 0
-    nbr = np.full((len(ids), nbr_ids.shape[1]), -1, dtype=np.int64)
-    dist = np.full(nbr.shape, np.inf, dtype=np.float32)
-    nbr[pos[ok]] = sc.neighbour_rows(ids, nbr_ids[ok])
-    dist[pos[ok]] = dist_t[ok]
-    dist[nbr < 0] = np.inf
-    return nbr, dist
 
 
 def _codes(*columns) -> tuple[list[np.ndarray], list[str]]:
@@ -244,7 +190,8 @@ def score(
     Parameters
     ----------
     dataset : dataset path or :class:`~embviz.dataset.Dataset`.
-    embedding : embedding name (``<model>.<layer>``); default the first, as ``reduce`` does.
+    embedding : embedding name (``<model>.<layer>``); default the dataset's first
+        (:func:`~embviz.pipeline.choose.pick_table`).
     k : neighbours per row used by the scores (more: smoother scores, slower).
     clusters : k-means cluster count; default 20 (fewer below 1,000 rows).
     near_threshold : embedding distance at or below which two neighbours are near
@@ -265,8 +212,8 @@ def score(
     import pyarrow as pa
 
     started = time.time()
-    ds = _as_dataset(dataset)
-    emb = _resolve_embedding(ds, embedding)
+    ds = as_dataset(dataset)
+    emb = pick_table(ds, "embeddings", embedding, step="score")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if clusters is not None and clusters < 1:
@@ -276,7 +223,7 @@ def score(
     if not ds.has("samples"):
         raise DatasetError(f"{ds.root}: no 'samples' table; run 'embviz ingest' first")
     key = f"embeddings/{emb}"
-    where, step = _ensure_neighbours(ds, emb, k, progress)
+    step = ensure_neighbours(ds, emb, k, progress=progress)
     params = {
         "embedding": emb,
         "k": k,

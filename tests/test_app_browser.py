@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import drag_select, map_box, show_tab, wait_until
 
 from embviz.dataset import Dataset
 
@@ -50,9 +51,17 @@ def small_dataset(tmp_path):
     return ds.root
 
 
-def test_page_shows_rendered_points(browser, serve_app, small_dataset, artifacts):
+def saturated_pixels(page) -> np.ndarray | None:
+    """The page's saturated pixels once the raster of the points shows (over 2,000 of them)."""
     from PIL import Image
 
+    img = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    pixels = np.asarray(img).reshape(-1, 3).astype(int)
+    saturated = pixels[(pixels.max(1) - pixels.min(1)) > 80]
+    return saturated if len(saturated) > 2000 else None
+
+
+def test_page_shows_rendered_points(browser, serve_app, small_dataset, artifacts):
     url = serve_app(small_dataset)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
@@ -60,12 +69,12 @@ def test_page_shows_rendered_points(browser, serve_app, small_dataset, artifacts
     page.goto(url)
     legend = page.locator(".embviz-legend-name")
     legend.filter(has_text="class 1").first.wait_for(timeout=150_000)
-    page.wait_for_timeout(1500)
-    png = page.screenshot(path=str(artifacts / "app_overview.png"))
+    saturated = wait_until(lambda: saturated_pixels(page), what="the raster", page=page)
+    page.screenshot(path=str(artifacts / "app_overview.png"))
     # The hostile label shows as text in the legend, and hovering its points (3,000 points:
     # tooltips are on at full view) runs nothing.
     assert legend.filter(has_text=HOSTILE).first.is_visible()
-    box = page.locator("canvas").first.bounding_box()
+    box = map_box(page)
     tips = page.locator(".embviz-tip")
     seen = 0
     for fx in np.linspace(0.05, 0.95, 25):
@@ -76,12 +85,8 @@ def test_page_shows_rendered_points(browser, serve_app, small_dataset, artifacts
     assert page.evaluate("window.__xss") is None
     page.close()
     assert not errors, errors
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
     # The three categories are drawn in distinct saturated colours by the server-side raster.
-    saturated = pixels[(pixels.max(1) - pixels.min(1)) > 80]
-    hues = {tuple(p // 32) for p in saturated}
-    assert len(saturated) > 2000, "too few coloured pixels: the raster did not render"
-    assert len(hues) >= 3
+    assert len({tuple(p // 32) for p in saturated}) >= 3
 
 
 def test_hostile_values_show_as_text_in_grid_detail_tags_and_compare(
@@ -97,13 +102,13 @@ def test_hostile_values_show_as_text_in_grid_detail_tags_and_compare(
     page.locator(".embviz-legend-name").filter(has_text="class 1").first.wait_for(timeout=150_000)
     # Box-select the top-left blob (the hostile class sits at (0, 5), above class 0 at (0, 0)):
     # the grid's cards carry the hostile label as text.
-    page.get_by_title("Box Select").first.click()
-    box = page.locator("canvas").first.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.04, box["y"] + 50)  # below the toolbar
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25, steps=4)
-    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5, steps=4)
-    page.mouse.up()
+    box = map_box(page)
+    corners = [
+        (box["x"] + box["width"] * 0.04, box["y"] + 50),  # below the toolbar
+        (box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25),
+        (box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5),
+    ]
+    drag_select(page, "Box Select", corners, steps=4)
     labels = page.locator(".embviz-grid-label")
     labels.first.wait_for(timeout=30_000)
     texts = [labels.nth(i).inner_text() for i in range(labels.count())]
@@ -116,20 +121,22 @@ def test_hostile_values_show_as_text_in_grid_detail_tags_and_compare(
     text = fields.first.inner_text()
     assert HOSTILE_META in text and f"/data/{HOSTILE_META}/" in text
     # A note holding markup is stored and shown as text (the detail lists the open sample's tags).
+    show_tab(page, "Curate")
     page.locator(".embviz-tag select").first.select_option("note")
     page.locator(".embviz-tag-value input").first.fill(HOSTILE_NOTE)
     page.locator(".embviz-tag-value input").first.press("Enter")
+    # The choices and the click travel over one websocket, in order: the server applies the
+    # choices before it handles the click.
     page.locator(".embviz-apply-to button", has_text="open sample").first.click()
-    page.wait_for_timeout(500)
     page.locator(".embviz-add-tag button").first.click()
     message = page.locator(".embviz-curate-message div").last
-    for _ in range(120):
-        if "Tagged" in message.inner_text():
-            break
-        page.wait_for_timeout(250)
+    wait_until(lambda: "Tagged" in message.inner_text(), what="the tag message", page=page)
     assert HOSTILE_NOTE in message.inner_text()
     # Compare the two splits: the group names appear in the result as text.
-    page.locator(".embviz-compare button").first.click()
+    compare = page.locator(".embviz-compare button").first
+    if not compare.is_visible():  # the "Compare groups" card starts collapsed
+        page.get_by_text("Compare groups").first.click()
+    compare.click()
     result = page.locator(".embviz-compare-result")
     page.get_by_text(re.compile("Shift AUC")).first.wait_for(timeout=60_000)
     assert HOSTILE_SPLIT in " ".join(result.locator("div").all_inner_texts())

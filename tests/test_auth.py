@@ -4,13 +4,12 @@ forged cookie does not count; logged-in responses are private; no route allows a
 from __future__ import annotations
 
 import http.cookiejar
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import PanelServer
+from conftest import PanelServer, wait_until
 
 from embviz.app import routes
 
@@ -27,8 +26,6 @@ def server(demo_dataset, tmp_path_factory):
             PASSWORD,
             "--cookie-secret",
             "embviz-test-secret-" + "x" * 24,
-            "--plugins",
-            "embviz.app.routes",
         ),
     )
     s.wait()
@@ -101,7 +98,7 @@ def test_routes_and_page_need_a_login(server, demo_dataset):
 def test_websocket_needs_a_login(server):
     """Everything else a session does (frames, exports, tags) rides its websocket: without the
     login cookie the upgrade is refused; with it the session opens and renders its map."""
-    from embviz.app.loadtest import Person, run_sync
+    from embviz.loadtest import Person, run_sync
 
     with pytest.raises(Exception, match="40[13]|[Uu]nauthori|[Ff]orbidden|closed"):
         run_sync(Person(server.url, timeout=30).open())
@@ -196,8 +193,6 @@ def test_oauth_login_guards_pages_and_routes(demo_dataset, tmp_path):
             "s3cret",
             "--cookie-secret",
             "embviz-test-secret-" + "y" * 24,
-            "--plugins",
-            "embviz.app.routes",
         ),
         env={
             "PANEL_OAUTH_AUTHORIZE_URL": f"{provider.base}/authorize",
@@ -209,15 +204,16 @@ def test_oauth_login_guards_pages_and_routes(demo_dataset, tmp_path):
         key = routes.register(demo_dataset)
         base = s.url.rsplit("/", 1)[0]
         thumb = f"{base}/embviz/thumb/{key}/0"
-        deadline = time.time() + 120
-        while True:  # the server is up once it refuses an anonymous thumbnail
+
+        def refuses_anonymous() -> bool:  # the server is up once it refuses a thumbnail
             try:
-                if get(opener(), thumb)[0] == 403:
-                    break
+                return get(opener(), thumb)[0] == 403
             except OSError:
-                pass
-            assert time.time() < deadline, s.log()
-            time.sleep(0.5)
+                return False
+
+        wait_until(
+            refuses_anonymous, 120, f"the server to refuse an anonymous thumbnail: {s.log_path}"
+        )
 
         anonymous = opener()
         assert get(anonymous, thumb)[0] == 403

@@ -9,34 +9,28 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from embviz.app.cloud import (
-    DEFAULT_BUDGET,
-    Box,
-    CloudStore,
-    box_from_view_state,
-    clear_clouds,
-    load_cloud,
-    sample,
-)
+from embviz import dataset as dataset_mod
 from embviz.curve import hilbert_order
 from embviz.dataset import Dataset, open_dataset
 from embviz.errors import DatasetError
-from pipeline.reduce import write_projection
-from pipeline.synth import synth
+from embviz.pipeline.reduce import write_projection
+from embviz.pipeline.synth import synth
+from embviz.render.sample3d import DEFAULT_BUDGET, box_from_view_state, sample
+from embviz.render.store import Box, PointStore, View, clear_stores, load_store
 
 SYNTH_POINTS = 200_000
 WIDTH, HEIGHT = 900, 640
 
 
 @pytest.fixture(autouse=True)
-def _fresh_clouds():
-    """Every test starts and ends with an empty process-wide cloud cache."""
-    clear_clouds()
+def _fresh_stores():
+    """Every test starts and ends with an empty process-wide store cache."""
+    clear_stores()
     yield
-    clear_clouds()
+    clear_stores()
 
 
-def make_cloud(seed: int, n: int = 20_000, chunk_rows: int = 256) -> CloudStore:
+def make_cloud(seed: int, n: int = 20_000, chunk_rows: int = 256) -> PointStore:
     """Blobs plus background, sorted on a Hilbert curve like a real projection; sparse ids."""
     rng = np.random.default_rng(seed)
     centers = rng.uniform(-10, 10, (6, 3))
@@ -44,10 +38,10 @@ def make_cloud(seed: int, n: int = 20_000, chunk_rows: int = 256) -> CloudStore:
     xyz[: n // 20] = rng.uniform(-14, 14, (n // 20, 3))
     xyz = xyz[hilbert_order(xyz)]
     ids = rng.permutation(n).astype(np.int64) * 3 + 7  # row != id
-    return CloudStore.from_arrays(xyz[:, 0], xyz[:, 1], xyz[:, 2], ids, chunk_rows=chunk_rows)
+    return PointStore.from_arrays(xyz[:, 0], xyz[:, 1], xyz[:, 2], ids=ids, chunk_rows=chunk_rows)
 
 
-def random_boxes(store: CloudStore, rng: np.random.Generator, k: int) -> list[Box]:
+def random_boxes(store: PointStore, rng: np.random.Generator, k: int) -> list[Box]:
     """Boxes from tiny to larger than the extent, one outside every point."""
     lo, hi = np.asarray(store.extent.lo), np.asarray(store.extent.hi)
     span = float(max(hi - lo))
@@ -61,7 +55,7 @@ def random_boxes(store: CloudStore, rng: np.random.Generator, k: int) -> list[Bo
     return boxes
 
 
-def brute_rows(store: CloudStore, box: Box, mask=None) -> np.ndarray:
+def brute_rows(store: PointStore, box: Box, mask=None) -> np.ndarray:
     inside = np.ones(store.n, dtype=bool)
     for a, lo, hi in zip((store.x, store.y, store.z), box.lo, box.hi, strict=True):
         inside &= (a >= np.float32(lo)) & (a <= np.float32(hi))
@@ -151,7 +145,7 @@ def test_rank_is_deterministic_and_distinct():
     a, b = make_cloud(5), make_cloud(5)
     np.testing.assert_array_equal(a.rank, b.rank)
     assert len(np.unique(a.rank)) == a.n
-    other = CloudStore.from_arrays(a.x, a.y, a.z, a.ids, seed=1)
+    other = PointStore.from_arrays(a.x, a.y, a.z, ids=a.ids, seed=1)
     assert not np.array_equal(other.rank, a.rank)
 
 
@@ -163,7 +157,7 @@ def test_overview_keeps_the_density():
     order = hilbert_order(xyz)
     is_big = (np.arange(len(xyz)) < len(big))[order]
     xyz = xyz[order]
-    store = CloudStore.from_arrays(xyz[:, 0], xyz[:, 1], xyz[:, 2], np.arange(len(xyz)))
+    store = PointStore.from_arrays(xyz[:, 0], xyz[:, 1], xyz[:, 2], ids=np.arange(len(xyz)))
     rows = sample(store, None)
     assert len(rows) == DEFAULT_BUDGET
     share = is_big[rows].mean()
@@ -199,7 +193,7 @@ def test_planted_cluster_and_lone_outliers_survive_the_overview():
     group = np.repeat(np.arange(7), [*sizes, background, planted, lone])
     shuffle = rng.permutation(n)  # the planted rows are not at the end of the row order
     xyz, group = xyz[shuffle], group[shuffle]
-    store = CloudStore.from_arrays(xyz[:, 0], xyz[:, 1], xyz[:, 2], np.arange(n))
+    store = PointStore.from_arrays(xyz[:, 0], xyz[:, 1], xyz[:, 2], ids=np.arange(n))
     del xyz
     rows = sample(store, None)
     assert len(rows) == DEFAULT_BUDGET
@@ -271,9 +265,9 @@ def synth_root(tmp_path_factory):
     return root
 
 
-def test_load_cloud_joins_samples_and_maps_its_cache(synth_root):
-    store = load_cloud(synth_root, "synth.3d")
-    assert load_cloud(synth_root, "synth.3d") is store  # process-wide: loaded once
+def test_load_store_3d_joins_samples_and_maps_its_cache(synth_root):
+    store = load_store(synth_root, "synth.3d", dims=3)
+    assert load_store(synth_root, "synth.3d", dims=3) is store  # process-wide: loaded once
     assert not isinstance(store.x, np.memmap)
     ds = open_dataset(synth_root)
     table = ds.read_pandas("projections/synth.3d")
@@ -289,8 +283,8 @@ def test_load_cloud_joins_samples_and_maps_its_cache(synth_root):
     np.testing.assert_array_equal(store.row_of(store.ids[rows]), rows)
     np.testing.assert_array_equal(sample(store, None), np.arange(store.n))  # fits the budget
 
-    clear_clouds()
-    mapped = load_cloud(synth_root, "synth.3d")
+    clear_stores()
+    mapped = load_store(synth_root, "synth.3d", dims=3)
     assert mapped is not store
     for name in ("x", "y", "z", "ids", "rank"):
         assert isinstance(getattr(mapped, name), np.memmap), name
@@ -322,9 +316,9 @@ def small_root(tmp_path):
 
 def test_2d_or_missing_projection_is_refused_with_the_choices(small_root):
     with pytest.raises(DatasetError, match=r"'flat' has no z column.*\['cube'\]"):
-        load_cloud(small_root, "flat")
+        load_store(small_root, "flat", dims=3)
     with pytest.raises(DatasetError, match="no projection 'nope'"):
-        load_cloud(small_root, "nope")
+        load_store(small_root, "nope", dims=3)
 
 
 def test_read_only_dataset_loads_without_a_cache(small_root, monkeypatch):
@@ -332,7 +326,36 @@ def test_read_only_dataset_loads_without_a_cache(small_root, monkeypatch):
         raise PermissionError(30, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "mkdtemp", refuse)
-    store = load_cloud(small_root, "cube")
+    store = load_store(small_root, "cube", dims=3)
     assert store.n == 300 and not isinstance(store.x, np.memmap)
-    assert not any((small_root / "cache" / "explorer3d").glob("cube*"))
+    assert not any((small_root / "cache" / "explorer").glob("cube*"))
     assert store.categories("label") == ["a", "b", "c"]
+
+
+def test_one_loader_and_one_disk_cache_serve_2d_and_3d(small_root, monkeypatch):
+    reads: list = []
+    real = dataset_mod.read_manifest
+    monkeypatch.setattr(dataset_mod, "read_manifest", lambda root: reads.append(root) or real(root))
+    ds = open_dataset(small_root)
+    flat, cube = load_store(ds, "cube"), load_store(ds, "cube", dims=3)
+    assert len(reads) == 1  # the caller's open Dataset is used as it is
+    load_store(small_root, "flat")
+    assert len(reads) == 2  # a path is opened once
+    assert (flat.dims, flat.z, flat.rank, cube.dims) == (2, None, None, 3)
+    for name in ("x", "y", "ids"):
+        np.testing.assert_array_equal(getattr(flat, name), getattr(cube, name))
+    assert flat.categorical.keys() == cube.categorical.keys()
+    assert isinstance(flat.extent, View) and isinstance(cube.extent, Box)
+    # One runs() shape; a View on the 3D store is the column above the rectangle.
+    e = flat.extent
+    view = View(e.x0, (e.x0 + e.x1) / 2, e.y0, e.y1)
+    assert flat.runs(view) == cube.runs(view) == [(0, flat.n)]
+    np.testing.assert_array_equal(cube.rows_in(view), flat.rows_in(view))
+    assert 0 < flat.count_in(view) < flat.n
+    with pytest.raises(ValueError, match="no sampling rank"):
+        sample(flat, None)
+    # One disk cache: both stores under cache/explorer; the 3D one adds z and rank, no more.
+    dirs = sorted((small_root / "cache" / "explorer").glob("cube--*"))
+    assert len(dirs) == 2
+    files = [{f.name for f in d.iterdir()} for d in dirs]
+    assert files[0] ^ files[1] == {"z.npy", "rank.npy"}

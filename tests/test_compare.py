@@ -34,7 +34,7 @@ def test_shift_auc_high_for_moved_groups_and_near_half_for_mixed(tmp_path, saved
     for offset in (0.0, 8.0):
         ds, a, b = _two_groups(tmp_path, offset)
         if saved:
-            from pipeline.index import index
+            from embviz.pipeline.index import index
 
             index(ds, embedding="toy.pooled", k=10, progress=False)
         results[offset] = shift(ds, embedding="toy.pooled", ids_a=a, ids_b=b)

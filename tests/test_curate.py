@@ -80,8 +80,8 @@ def test_sort_the_grid_by_a_score(explorer, curated):
 
 
 def test_similar_to_the_open_sample_fills_the_grid_nearest_first(explorer):
-    explorer.detail = 10
-    c = explorer.curator
+    explorer.session.detail = 10
+    c = explorer.search
     c.k = 30
     c.search_ids([10], what="the open sample")
     assert "error" not in c.message.lower(), c.message
@@ -92,8 +92,8 @@ def test_similar_to_the_open_sample_fills_the_grid_nearest_first(explorer):
     assert explorer.grid.noun == "results"
     # The demo's digits: most of a digit's nearest samples carry its label.
     labels = explorer.selected["label"].to_numpy()
-    own = explorer.store.categorical["label"]
-    mine = own[1][own[0][explorer.store.row_of(np.array([10]))[0]]]
+    own = explorer.session.store.categorical["label"]
+    mine = own[1][own[0][explorer.session.store.row_of(np.array([10]))[0]]]
     assert (labels == mine).mean() >= 0.7
 
 
@@ -146,7 +146,7 @@ def test_export_holds_exactly_the_grid_samples_and_cleaning_applies_tags(explore
     explorer.select(pick[:2])
     c.param.update(tag="exclude", apply_to="grid")
     assert c.add_tag() == 2
-    explorer.detail = 3
+    explorer.session.detail = 3
     c.param.update(tag="relabel", tag_value="seven", apply_to="open sample")
     assert c.add_tag() == 1
     c.param.update(export_what="cleaned dataset", export_format="parquet")
@@ -166,11 +166,11 @@ def test_compare_splits_reports_auc_and_difference_view(explorer):
     cmp.compare()
     assert cmp.auc is not None and 0.3 < cmp.auc < 0.7  # a random split: no shift
     cmp.show_difference = True
-    assert explorer.color_by == "split" and explorer.difference == [cmp.a, cmp.b]
+    assert explorer.session.color_by == "split" and explorer.session.difference == [cmp.a, cmp.b]
     explorer.map.refresh(wait=True)
     assert explorer.map.last.frame.counts  # drawn, with per-group counts for the legend
     cmp.show_difference = False
-    assert explorer.difference == []
+    assert explorer.session.difference == []
 
 
 def test_ctrl_click_marks_cards_and_tags_only_those(explorer, curated):

@@ -11,10 +11,17 @@ import numpy as np
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import PanelServer
+from conftest import (
+    PanelServer,
+    drag_select,
+    map_box,
+    open_explorer,
+    selected_count,
+    show_tab,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
-STATUS = re.compile(r"of 5,000 points in view")
 
 
 @pytest.fixture(scope="module")
@@ -30,24 +37,15 @@ def server(dataset, tmp_path_factory):
         yield s
 
 
-def wait_until(page, check, what: str, timeout_ms: int = 30_000):
-    waited = 0
-    while waited < timeout_ms:
-        if check():
-            return
-        page.wait_for_timeout(250)
-        waited += 250
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def choose(page, css: str, value: str) -> None:
     page.locator(f".{css} select").first.select_option(value)
 
 
 def download(page, what: str, fmt: str) -> bytes:
     choose(page, "embviz-export-what", what)
+    # The choices and the click travel over one websocket, in order: the server applies the
+    # choices before it answers the click (the file name below shows it did).
     page.locator(".embviz-export-format button", has_text=fmt).first.click()
-    page.wait_for_timeout(500)  # the new choice reaches the server before the click
     with page.expect_download(timeout=30_000) as info:
         page.locator(".embviz-download a, .embviz-download button").first.click()
     path = info.value.path()
@@ -62,31 +60,23 @@ def test_select_tag_export_and_find_similar(browser, server, dataset, artifacts)
     page = browser.new_page(viewport={"width": 1600, "height": 1200}, accept_downloads=True)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url)
-    page.get_by_text(STATUS).first.wait_for(timeout=90_000)
+    open_explorer(page, server.url)
 
     # Box-select part of the map.
-    page.get_by_title("Box Select").first.click()
-    box = page.locator("canvas").first.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5, steps=6)
-    page.mouse.move(box["x"] + box["width"] * 0.65, box["y"] + box["height"] * 0.65, steps=6)
-    page.mouse.up()
-    selected = page.get_by_text(re.compile(r"^[\d,]+ selected$")).first
-
-    def count() -> int:
-        return int(selected.inner_text().split()[0].replace(",", "")) if selected.count() else 0
-
-    wait_until(page, lambda: count() > 0, "the selection")
-    n = count()
+    box = map_box(page)
+    corners = [
+        (box["x"] + box["width"] * f, box["y"] + box["height"] * f) for f in (0.3, 0.5, 0.65)
+    ]
+    drag_select(page, "Box Select", corners)
+    n = wait_until(lambda: selected_count(page), what="the selection", page=page)
     assert n > 12
 
     # Tag the whole selection "review".
+    show_tab(page, "Curate")
     choose(page, "embviz-tag", "review")
     page.locator(".embviz-add-tag button").first.click()
     message = page.locator(".embviz-curate-message div").last
-    wait_until(page, lambda: "Tagged" in message.inner_text(), "the tag message")
+    wait_until(lambda: "Tagged" in message.inner_text(), what="the tag message", page=page)
     assert f"on {n:,} samples" in message.inner_text()
     page.screenshot(path=str(artifacts / "curate_1_tagged.png"), full_page=True)
     tagged = set(TagStore(dataset).ids("review").tolist())
@@ -104,9 +94,9 @@ def test_select_tag_export_and_find_similar(browser, server, dataset, artifacts)
     # Find samples similar to the selection: the grid shows results, nearest first.
     page.locator(".embviz-similar-grid button").first.click()
     results = page.get_by_text(re.compile(r"^[\d,]+ results$")).first
-    wait_until(page, lambda: results.count() > 0, "similar samples")
+    wait_until(lambda: results.count() > 0, what="similar samples", page=page)
     captions = page.locator(".embviz-grid-caption")
-    wait_until(page, lambda: captions.count() > 0, "result captions")
+    wait_until(lambda: captions.count() > 0, what="result captions", page=page)
     d = [float(captions.nth(i).inner_text().split("=")[1]) for i in range(captions.count())]
     assert d == sorted(d)
     page.screenshot(path=str(artifacts / "curate_2_similar.png"), full_page=True)

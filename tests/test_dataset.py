@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from embviz.dataset import Dataset, open_dataset, slugify, table_to_vectors, vectors_to_table
+from embviz.dataset import (
+    Dataset,
+    TableWriter,
+    open_dataset,
+    slugify,
+    table_to_vectors,
+    vectors_to_table,
+)
 from embviz.errors import DatasetError
 
 
@@ -133,3 +141,55 @@ def test_record_step_appends_with_times(tmp_path):
 def test_slugify():
     assert slugify("hf:google/vit-base-patch16-224") == "hf-google-vit-base-patch16-224"
     assert slugify("../..") == "unnamed"
+
+
+# -- reading rows by id ----------------------------------------------------------------------------
+@pytest.mark.parametrize("parts", [1, 2, 4])
+def test_read_ids_keeps_order_leaves_out_missing_and_reads_only_needed_partitions(
+    tmp_path, monkeypatch, parts
+):
+    import pyarrow.parquet as pq
+
+    ds = Dataset.create(tmp_path / "d")
+    _write_samples(ds, n=40, parts=parts)
+    read: list[str] = []
+    real = pq.read_table
+    monkeypatch.setattr(
+        pq, "read_table", lambda path, **kw: read.append(Path(path).name) or real(path, **kw)
+    )
+    ids = [37, 2, 99, 14, 2, -5, 33]  # none in 20..29: with 4 partitions, one is not read
+    got = ds.read_ids("samples", ids)
+    kept = [37, 2, 14, 2, 33]  # in the order asked, twice when asked twice, absent ids left out
+    assert got.column("id").to_pylist() == kept
+    assert got.column("label").to_pylist() == [str(i % 3) for i in kept]
+    ranges = [p["id_range"] for p in ds.table("samples")["partitions"]]
+    needed = {
+        TableWriter.part_name(i)
+        for i, (lo, hi) in enumerate(ranges)
+        if any(lo <= w <= hi for w in ids)
+    }
+    assert sorted(read) == sorted(needed)  # each needed partition once, no other
+    assert len(read) == {1: 1, 2: 2, 4: 3}[parts]
+    read.clear()
+    one = ds.read_ids("samples", np.array([21]), columns=["label"])
+    assert one.column_names == ["id", "label"] and one.num_rows == 1 and len(read) == 1
+    empty = ds.read_ids("samples", [1000, -1])
+    assert empty.num_rows == 0 and empty.schema == got.schema
+    assert ds.read_ids("samples", []).num_rows == 0
+
+
+def test_thumbnails_are_read_by_thumb_id_through_the_one_reader(tmp_path):
+    from embviz.images import read_thumbnails, thumbnail_bytes
+
+    ds = Dataset.create(tmp_path / "d")
+    w = ds.writer("thumbnails")
+    for p, chunk in enumerate(np.array_split(np.arange(6), 2)):
+        table = pa.table(
+            {"thumb_id": pa.array(chunk, pa.int64()), "image": [bytes([i]) for i in chunk]}
+        )
+        w.write_part(p, table, id_range=(int(chunk[0]), int(chunk[-1])))
+    w.commit()
+    got = ds.read_ids("thumbnails", [4, 1], ["image"])
+    assert got.to_pylist() == [{"thumb_id": 4, "image": b"\x04"}, {"thumb_id": 1, "image": b"\x01"}]
+    assert read_thumbnails(ds, [4, None, -1, 99, 0]) == {0: b"\x00", 4: b"\x04"}
+    assert thumbnail_bytes(ds, 5) == b"\x05" and thumbnail_bytes(ds, 6) is None

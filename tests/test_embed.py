@@ -15,7 +15,7 @@ import pytest
 
 from embviz.dataset import Dataset, open_dataset
 from embviz.errors import DatasetError, ModelError
-from pipeline.embed import embed, list_layers
+from embviz.pipeline.embed import embed, list_layers
 
 pytest.importorskip("torch")
 
@@ -169,7 +169,7 @@ def test_list_layers():
 
 _CHILD = """
 import sys, time
-import pipeline.embed as pe
+import embviz.pipeline.embed as pe
 real = pe._embed_partition
 def slow(index, **kw):
     out = real(index, **kw)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from embviz.app.explorer import Explorer, projection_choices
-from embviz.app.store import View, load_store
+from embviz.render.store import View, load_store
 from embviz.dataset import open_dataset
 
 
@@ -22,38 +22,38 @@ def points(ex: Explorer) -> int:
 def test_opens_on_a_neighbour_preserving_map_of_every_point(explorer, demo_dataset):
     ds = open_dataset(demo_dataset)
     groups = projection_choices(ds)
-    assert explorer.embedding in groups
-    assert ds.meta(f"projections/{explorer.projection}")["method"] == "umap"
+    assert explorer.session.embedding in groups
+    assert ds.meta(f"projections/{explorer.session.projection}")["method"] == "umap"
     assert points(explorer) == 5000
     assert sorted(explorer.legend.items[i]["name"] for i in range(10)) == [
         str(d) for d in range(10)
     ]
     assert sum(item["count"] for item in explorer.legend.items) == 5000
-    assert "5,000 of 5,000 points in view" in explorer.status
+    assert "5,000 of 5,000 points in view" in explorer.session.status
 
 
 def test_sessions_share_one_copy_of_the_points(explorer, demo_dataset):
     other = Explorer(demo_dataset)
-    assert other.store is explorer.store
-    assert load_store(demo_dataset, explorer.projection) is explorer.store
+    assert other.session.store is explorer.session.store
+    assert load_store(demo_dataset, explorer.session.projection) is explorer.session.store
 
 
 def test_hidden_classes_filters_and_colouring(demo_dataset):
     ex = Explorer(demo_dataset)
-    ex.hidden = ["1", "7"]
+    ex.session.hidden = ["1", "7"]
     ex.map.refresh(wait=True)
     assert points(ex) == 4000
-    ex.hidden = []
-    ex.filters = {"split": ["test"]}
+    ex.session.hidden = []
+    ex.session.filters = {"split": ["test"]}
     ex.map.refresh(wait=True)
     n_test = int((open_dataset(demo_dataset).read_pandas("samples")["split"] == "test").sum())
     assert points(ex) == n_test < 5000
-    ex.filters = {}
-    ex.color_by = "width"
+    ex.session.filters = {}
+    ex.session.color_by = "width"
     ex.map.refresh(wait=True)
     assert ex.map.last.frame.mode == "numeric" and ex.map.last.frame.span is not None
     assert not ex.legend.visible
-    ex.color_by = "density"
+    ex.session.color_by = "density"
     ex.map.refresh(wait=True)
     assert ex.map.last.frame.mode == "density" and points(ex) == 5000
 
@@ -63,29 +63,32 @@ def test_switching_projection_and_embedding(demo_dataset):
     ds = open_dataset(demo_dataset)
     groups = projection_choices(ds)
     for embedding, choices in groups.items():
-        ex.embedding = embedding
+        ex.session.embedding = embedding
         for name in choices.values():
-            ex.projection = name
-            assert ex.store is load_store(demo_dataset, name)
+            ex.session.projection = name
+            assert ex.session.store is load_store(demo_dataset, name)
             assert points(ex) == 5000
     assert len(groups) >= 2  # the demo maps two layers
 
 
 def test_view_selection_and_detail(demo_dataset):
     ex = Explorer(demo_dataset)
-    e = ex.store.extent
-    ex.view = [e.x0, (e.x0 + e.x1) / 2, e.y0, (e.y0 + e.y1) / 2]
-    inside = ex.store.count_in(View(*ex.view))
+    e = ex.session.store.extent
+    ex.session.view = [e.x0, (e.x0 + e.x1) / 2, e.y0, (e.y0 + e.y1) / 2]
+    inside = ex.session.store.count_in(View(*ex.session.view))
     assert points(ex) == inside < 5000
     # Box selection fills the grid; label counts come from the same rows.
     rows = ex.map.select({"type": "rect", "x0": e.x0, "x1": e.x1, "y0": e.y0, "y1": e.y1})
-    ex._on_select(rows)
+    ex.session.show(ex.session.store.ids[rows])
     assert len(ex.grid.ids) == 5000 and len(ex.grid.grid.items) == 12
     # A tap on a point opens its record, the full-image URL and neighbours in the embedding.
     row = int(rows[0])
-    ex._on_tap(ex.store.nearest(float(ex.store.x[row]), float(ex.store.y[row]), 1e-6))
-    sid = int(ex.store.ids[row])
-    assert ex.detail == sid and ex.details.visible_detail
+    tapped = ex.session.store.nearest(
+        float(ex.session.store.x[row]), float(ex.session.store.y[row]), 1e-6
+    )
+    ex.session.open(int(ex.session.store.ids[tapped]))
+    sid = int(ex.session.store.ids[row])
+    assert ex.session.detail == sid and ex.details.visible_detail
     assert (
         ex.details.sample["id"] == sid and ex.details.sample["neighbours in"] == "embedding index"
     )  # the demo recipe builds it
@@ -101,7 +104,7 @@ def test_view_selection_and_detail(demo_dataset):
 def test_python_selection_comes_back_and_shows_on_the_map(demo_dataset):
     import embviz
 
-    ex = embviz.open(demo_dataset).explore()
+    ex = embviz.explore(embviz.open(demo_dataset))
     assert isinstance(ex, embviz.Explorer)
     ids = [3, 10, 4000, 17]
     ex.select(ids)
@@ -116,17 +119,17 @@ def test_python_selection_comes_back_and_shows_on_the_map(demo_dataset):
 def test_detail_neighbours_come_from_the_saved_index_once_built(demo_dataset, tmp_path):
     import shutil
 
-    from pipeline.index import index
+    from embviz.pipeline.index import index
 
     root = tmp_path / "demo"
     shutil.copytree(demo_dataset, root, ignore=shutil.ignore_patterns("cache", "index"))
     ex = Explorer(root)
-    ex.detail = 42
+    ex.session.detail = 42
     assert ex.details.sample["neighbours in"] == "embedding"
     exact = [n["id"] for n in ex.details.neighbours]
-    source = open_dataset(root).meta(f"projections/{ex.projection}")["source"]
+    source = open_dataset(root).meta(f"projections/{ex.session.projection}")["source"]
     index(root, embedding=source.removeprefix("embeddings/"), k=10, progress=False)
-    ex.detail = -1
-    ex.detail = 42
+    ex.session.detail = -1
+    ex.session.detail = 42
     assert ex.details.sample["neighbours in"] == "embedding index"
     assert [n["id"] for n in ex.details.neighbours] == exact  # exact index: the same answer

@@ -40,7 +40,15 @@ def copy(demo_dataset, tmp_path_factory):
 @pytest.mark.parametrize("step", list(STEPS))
 def test_killed_step_leaves_a_readable_dataset_and_resumes(copy, step):
     before = _readable(copy)
-    cmd = [sys.executable, "-m", "pipeline.cli", "-q", STEPS[step][0], str(copy), *STEPS[step][1:]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "embviz.pipeline.cli",
+        "-q",
+        STEPS[step][0],
+        str(copy),
+        *STEPS[step][1:],
+    ]
     for delay in (1.0, 3.0, 5.0, 7.0):  # during imports, reading, computing, writing
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -75,7 +83,7 @@ def test_killed_ingest_leaves_a_readable_dataset_and_resumes(digit_folder, tmp_p
     cmd = [
         sys.executable,
         "-m",
-        "pipeline.cli",
+        "embviz.pipeline.cli",
         "-q",
         "ingest",
         str(digit_folder),

@@ -13,7 +13,7 @@ import pyarrow.csv  # noqa: F401  (pa.csv)
 import pytest
 from PIL import Image
 
-from pipeline.ingest import ingest
+from embviz.pipeline.ingest import ingest
 
 
 def test_manifest_urls_are_never_fetched(tmp_path):
@@ -61,7 +61,7 @@ def test_a_corrupt_dataset_gets_an_error_page_and_the_others_keep_working(
     from conftest import PanelServer
 
     from embviz.dataset import open_dataset
-    from pipeline.synth import synth
+    from embviz.pipeline.synth import synth
 
     good = Path(synth(tmp_path / "good", points=3000, dims=(2,), progress=False).root)
     broken_part = Path(synth(tmp_path / "broken-part", points=3000, dims=(2,), progress=False).root)

@@ -115,7 +115,7 @@ def toy_dataset(tmp_path):
 
 
 def test_index_step_writes_neighbours_and_reuses(toy_dataset):
-    from pipeline.index import NEIGHBOURS_FILE, index
+    from embviz.pipeline.index import NEIGHBOURS_FILE, index
 
     ds = toy_dataset
     r = index(ds, embedding="toy.pooled", k=5, progress=False)
@@ -161,7 +161,7 @@ def test_index_step_writes_neighbours_and_reuses(toy_dataset):
 
 
 def test_index_step_rebuilds_for_a_new_embedding_version(toy_dataset):
-    from pipeline.index import index
+    from embviz.pipeline.index import index
 
     ds = toy_dataset
     first = index(ds, embedding="toy.pooled", k=4, progress=False)
@@ -176,7 +176,7 @@ def test_index_step_rebuilds_for_a_new_embedding_version(toy_dataset):
 
 def test_index_step_names_the_missing_embedding(toy_dataset):
     from embviz.errors import DatasetError
-    from pipeline.index import index
+    from embviz.pipeline.index import index
 
     with pytest.raises(DatasetError, match="toy.pooled"):
         index(toy_dataset, embedding="nope.pooled", progress=False)

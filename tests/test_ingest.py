@@ -19,7 +19,7 @@ from PIL import Image
 from embviz.dataset import Dataset, open_dataset
 from embviz.errors import DatasetError
 from embviz.images import thumbnail_bytes
-from pipeline.ingest import IngestResult, ingest
+from embviz.pipeline.ingest import IngestResult, ingest
 
 # (relative path, label, split) of the good images; MNIST digit i goes to GOOD[i].
 GOOD = [
@@ -81,7 +81,7 @@ def _ingest(ds, source, **kw):
 
 
 def test_folder_ingest_rows_labels_splits_and_report(tmp_path, mixed_folder, mnist_small, caplog):
-    with caplog.at_level(logging.WARNING, logger="pipeline.ingest"):
+    with caplog.at_level(logging.WARNING, logger="embviz.pipeline.ingest"):
         res = _ingest(tmp_path / "ds", mixed_folder, partition_rows=4, max_pixels=MAX_PIXELS)
     assert isinstance(res, IngestResult)
     expected = {str((mixed_folder / rel).absolute()): (lab, sp) for rel, lab, sp in [*GOOD, COPY]}
@@ -309,7 +309,7 @@ def test_vectors_from_parquet_list_column(tmp_path):
 
 
 def test_vectors_with_user_coordinates_write_a_projection(tmp_path):
-    pytest.importorskip("pipeline.reduce")
+    pytest.importorskip("embviz.pipeline.reduce")
     rng = np.random.default_rng(3)
     n = 40
     table = pa.table(
@@ -358,7 +358,7 @@ def test_unchanged_folder_is_reused_and_any_change_reingests(tmp_path, mixed_fol
         raise AssertionError("a reused ingest must not decode images")
 
     with monkeypatch.context() as m:
-        m.setattr("pipeline.ingest.image_info", no_decoding)
+        m.setattr("embviz.pipeline.ingest.image_info", no_decoding)
         t0 = time.perf_counter()
         again = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS, threads=4)
         elapsed = time.perf_counter() - t0

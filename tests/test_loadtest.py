@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from embviz.app.loadtest import Person, _find_map, run_sync, walk
-from embviz.app.store import View
+from embviz.loadtest import Person, _find_map, run_sync, walk
+from embviz.render.store import View
 
 
 def test_walk_stays_in_the_map_and_never_repeats_a_view():
@@ -75,7 +75,7 @@ def test_each_session_gets_the_frames_of_its_own_views(demo_server):
 
 
 def test_cli_loadtest_reports_latency(demo_server):
-    from pipeline.cli import main
+    from embviz.pipeline.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import FakeDoc, wait_until
 
 from embviz.app.mapview import MapView
-from embviz.app.raster import Style
-from embviz.app.store import PointStore, View, _chunk_bounds
 from embviz.curve import hilbert_order
+from embviz.render.raster import Style
+from embviz.render.store import PointStore, View
 
 PLOT_W, PLOT_H = 900, 640  # MapView's default size until the browser reports one
 
@@ -22,8 +22,8 @@ def make_store(xy: np.ndarray, codes: np.ndarray, names: list[str]) -> PointStor
     order = hilbert_order(xy)
     x, y = (np.ascontiguousarray(xy[order, i], dtype=np.float32) for i in (0, 1))
     ids = (np.arange(len(x)) * 2 + 1000)[order]  # ids differ from rows
-    return PointStore(
-        "mem", x, y, ids, 256, _chunk_bounds(x, y, 256), {"label": (codes[order], names)}
+    return PointStore.from_arrays(
+        x, y, ids=ids, chunk_rows=256, categorical={"label": (codes[order], names)}
     )
 
 
@@ -219,21 +219,8 @@ def test_range_events_rerender_and_numeric_mode_shows_the_colour_bar():
     assert lo < hi and mv.color_bar.title == "v"
 
 
-class FakeDoc:
-    """Collects next-tick callbacks like a Bokeh document served by a session."""
-
-    def __init__(self):
-        self.callbacks = []
-
-    def add_next_tick_callback(self, fn):
-        self.callbacks.append(fn)
-
-
-def _wait_idle(mv: MapView, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while mv._busy:
-        assert time.monotonic() < deadline, "render job never finished"
-        time.sleep(0.01)
+def _wait_idle(mv: MapView) -> None:
+    wait_until(lambda: not mv.renders.busy, 20, "the render job")
 
 
 def test_a_failing_render_is_logged_and_the_next_one_works(store, monkeypatch, caplog):
@@ -243,10 +230,11 @@ def test_a_failing_render_is_logged_and_the_next_one_works(store, monkeypatch, c
         raise RuntimeError("broken frame")
 
     monkeypatch.setattr(mv.renderer, "render", boom)
-    with caplog.at_level(logging.ERROR, logger="embviz.app.mapview"):
-        mv._job(mv.request())  # must not raise
+    with caplog.at_level(logging.ERROR, logger="embviz.app.work"):
         mv.doc = FakeDoc()
-        mv.refresh()  # through the render pool
+        mv.refresh()  # through the render pool: must not raise
+        _wait_idle(mv)
+        mv.refresh()
         _wait_idle(mv)
     failures = [r for r in caplog.records if "render failed" in r.getMessage()]
     assert len(failures) == 2 and "broken frame" in failures[0].getMessage()
@@ -314,9 +302,19 @@ def test_hidden_categories_get_no_tooltips_or_sprites(store):
 def test_an_older_frame_never_replaces_a_newer_one(store):
     # Bokeh may run callbacks queued before the browser connects out of order.
     mv = MapView(store)
-    old, new = mv.request(), mv.request()
-    assert new.seq > old.seq
-    newer, older = mv.compute(new), mv.compute(old)
-    mv._apply(newer)
-    mv._apply(older)
-    assert mv.last is newer
+    mv.doc = FakeDoc()
+    old, new = _square(store, 50, 50, 30), _square(store, 50, 50, 10)
+    mv.refresh(old)
+    _wait_idle(mv)
+    mv.refresh(new)
+    _wait_idle(mv)
+    first, second = mv.doc.callbacks
+    second()
+    first()  # the older frame arrives last: dropped
+    assert mv.last.frame.view == new
+    # A frame rendered on the document's thread is newer than any still in flight.
+    mv.refresh(old)
+    _wait_idle(mv)
+    shown = mv.refresh(new, wait=True)
+    mv.doc.callbacks[-1]()
+    assert mv.last is shown

@@ -1,4 +1,4 @@
-"""The example notebook runs top to bottom in a real Jupyter kernel and reads a selection back."""
+"""The example notebook runs top to bottom in a real Jupyter kernel: explorer, points, deck."""
 
 from __future__ import annotations
 
@@ -42,3 +42,17 @@ def test_example_notebook_executes_and_reads_the_selection_back(tmp_path, monkey
         "application/vnd.holoviews_load.v0+json" in d["data"] or "text/html" in d["data"]
         for d in displays
     )
+    # embviz.points: a HoloViews layout rendered through Bokeh (not just its text repr).
+    results = {cell.source.splitlines()[-1]: out for cell, out in _results(nb)}
+    assert "application/vnd.holoviews_exec.v0+json" in results["by_label + by_split"]["data"]
+    # embviz.deck: a deck.gl page inline (pydeck's iframe) and written to a file.
+    assert "PointCloudLayer" in results["cloud"]["data"]["text/html"]
+    assert re.search(r"wrote cloud\.html \d+\.\d MB", text), text
+
+
+def _results(nb):
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "execute_result":
+                    yield cell, out

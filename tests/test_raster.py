@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embviz.app.raster import (
+from embviz.curve import hilbert_order
+from embviz.render.raster import (
     MAX_STACKED_CATEGORIES,
     Renderer,
     Style,
     category_colors,
     palette,
 )
-from embviz.app.store import PointStore, View, _chunk_bounds
-from embviz.curve import hilbert_order
+from embviz.render.store import PointStore, View
 
 
 def make_store(
@@ -28,8 +28,8 @@ def make_store(
     x, y = (np.ascontiguousarray(xy[order, i], dtype=np.float32) for i in (0, 1))
     cats = {k: (codes[order], names) for k, (codes, names) in (categorical or {}).items()}
     nums = {k: v[order].astype(np.float32) for k, v in (numeric or {}).items()}
-    return PointStore(
-        "mem", x, y, np.arange(len(x))[order], 256, _chunk_bounds(x, y, 256), cats, nums
+    return PointStore.from_arrays(
+        x, y, ids=np.arange(len(x))[order], chunk_rows=256, categorical=cats, numeric=nums
     )
 
 
@@ -281,7 +281,7 @@ def test_a_million_points_full_view_renders():
     y = rng.normal(size=n).astype(np.float32)
     codes = rng.integers(0, 10, n).astype(np.int16)
     cats = {"label": (codes, [f"c{i}" for i in range(10)])}
-    s = PointStore("mem", x, y, np.arange(n), 8192, _chunk_bounds(x, y, 8192), cats)
+    s = PointStore.from_arrays(x, y, ids=np.arange(n), categorical=cats)
     frame = Renderer(s).render(s.extent, 640, 480, color_by="label")
     assert frame.points == n and sum(frame.counts.values()) == n
     assert decode(frame.png).size == (640, 480)

@@ -13,8 +13,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from embviz.curve import hilbert_distances
 from embviz.dataset import Dataset, open_dataset, vectors_to_table
 from embviz.errors import ConfigError, DatasetError
+from embviz.pipeline.reduce import reduce, write_projection
 from embviz.reducers import available_reducers, get_reducer
-from pipeline.reduce import reduce, write_projection
 
 
 def make_dataset(root, X, y, *, parts=3, name="x.pooled", test_every=4):
@@ -112,6 +112,8 @@ def test_unknown_names_are_listed():
         get_reducer("pca", dims=4)
     with pytest.raises(ConfigError, match="pca"):
         get_reducer("pca", dims=2, pca=1.5)
+    with pytest.raises(ConfigError, match=r"'init'.*'pca', 'spectral' or 'random'"):
+        get_reducer("umap", dims=2, init="tsvd")
     assert available_reducers() == ["pacmap", "pca", "tsne", "umap"]
 
 

@@ -39,7 +39,7 @@ URI = re.compile(r"data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)")
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
     """A 20,000-point synthetic dataset: label, split train/test/prod, sprites, synth.2d/3d."""
-    from pipeline.synth import synth
+    from embviz.pipeline.synth import synth
 
     return Path(synth(tmp_path_factory.mktemp("plain") / "s", points=20_000, progress=False).root)
 
@@ -203,7 +203,7 @@ def test_index_lists_reports_newest_first_with_escaped_relative_links(plain, tmp
     time.sleep(1.1)  # the next report gets a later timestamp
     second = job.run()
     odd = out / '<b>odd" name.html'
-    time.sleep(1.1)
+    time.sleep(1.1)  # and the odd one a later one still (timestamps have whole seconds)
     write_report(plain, odd)
     (out / "notes.html").write_text("<p>not a report</p>")
     index = update_index(out).read_text()
@@ -245,10 +245,10 @@ def test_report_opens_offline_in_chromium(browser, scored, tmp_path):
 
 
 def test_cli_report_end_to_end(plain, tmp_path, capsys):
-    from pipeline.cli import main
+    from embviz.pipeline.cli import main
 
     out = tmp_path / "daily" / "r.html"
-    cmd = [sys.executable, "-m", "pipeline.cli", "report", str(plain), "--out", str(out)]
+    cmd = [sys.executable, "-m", "embviz.pipeline.cli", "report", str(plain), "--out", str(out)]
     done = subprocess.run([*cmd, "--png", "--index"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["path"] == str(out)
@@ -326,59 +326,45 @@ explorer_page(dataset).servable()
 
 @pytest.mark.browser
 def test_scheduled_reports_run_while_a_session_keeps_rendering(browser, plain, tmp_path):
-    from conftest import free_port
+    from conftest import PanelServer, wait_until
 
     app = tmp_path / "app.py"
     app.write_text(APP)
     out = tmp_path / "scheduled"
-    port = free_port()
     log_path = tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "panel", "serve", str(app), "--address", "127.0.0.1"]
-    cmd += ["--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}"]
-    cmd += ["--args", str(plain), str(out)]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    with PanelServer([plain, out], log_path, app=app) as server:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             status = page.get_by_text(re.compile("points in view")).first
-            deadline = time.time() + 120
-            while True:
-                try:
-                    page.goto(f"http://127.0.0.1:{port}/app")
-                    break
-                except Exception:
-                    assert proc.poll() is None, log_path.read_text()
-                    assert time.time() < deadline, "panel serve did not answer"
-                    time.sleep(0.5)
+            page.goto(server.url)
             status.wait_for(timeout=90_000)
             box = page.locator("canvas").first.bounding_box()
             page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.55)
-            changes, started = [], time.time()
-            before = status.inner_text()
-            while time.time() - started < 40:
-                # Zoom in and out in turn: every step is a new view, so a new status line.
+            changes: list[str] = []
+
+            def zoom_once() -> bool:
+                """Zoom in or out (in turn): a new view, so a new status line within 15 s; then
+                whether enough views were drawn and a scheduled report and its index exist."""
+                before = status.inner_text()
                 page.mouse.wheel(0, -240 if len(changes) % 2 == 0 else 240)
-                waited = time.time()
-                while status.inner_text() == before and time.time() - waited < 15:
-                    page.wait_for_timeout(100)
-                text = status.inner_text()
-                assert text != before, f"the status line stopped answering: {text!r}"
-                changes.append((time.time() - waited, text))
-                before = text
-                reports = sorted(out.glob("s-*.html"))
-                if len(changes) >= 4 and reports and (out / "index.html").exists():
-                    break
+                changes.append(
+                    wait_until(
+                        lambda: (text := status.inner_text()) != before and text,
+                        15,
+                        "the status line to answer a zoom",
+                        page=page,
+                    )
+                )
+                return (
+                    len(changes) >= 4
+                    and any(out.glob("s-*.html"))
+                    and (out / "index.html").exists()
+                )
+
+            wait_until(zoom_once, 40, "a scheduled report while the session zooms", page=page)
         finally:
             page.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-    assert reports, f"no scheduled report within 40 s: {log_path.read_text()[-3000:]}"
-    assert len(changes) >= 4
-    assert max(seconds for seconds, _ in changes) < 15
+    reports = sorted(out.glob("s-*.html"))
     index = (out / "index.html").read_text()
     assert reports[-1].name in index or reports[-2].name in index
     assert "Traceback" not in log_path.read_text()

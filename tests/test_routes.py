@@ -23,9 +23,9 @@ import tornado.netutil
 import tornado.web
 from PIL import Image
 
-from embviz.app import routes
+from embviz.app import image_source, routes
 from embviz.dataset import open_dataset
-from pipeline.ingest import ingest
+from embviz.pipeline.ingest import ingest
 
 SECRET = (0, 255, 0)  # the colour of the image outside the root, which must never be served
 NAME = "My Images_v2.0"
@@ -272,7 +272,7 @@ def test_thumbnail_partition_is_read_once_for_many_requests(data, port, monkeypa
         "read_arrow",
         lambda self, key, **kw: reads.append(key) or original(self, key, **kw),
     )
-    routes._drop_cached(data["key"])
+    image_source.drop_cached(data["key"])
     for _ in range(5):
         for i in (0, 1, 2, 3, 12):
             assert fetch(port, routes.thumb_url(data["key"], i))[0] == 200
@@ -316,27 +316,27 @@ def test_fallback_revalidates_too(data, port):
     assert status == 304 and again["X-Embviz-Fallback"] == "thumbnail"
 
 
-# -- installing into servers ------------------------------------------------------------------------
-class CatchAll(tornado.web.RequestHandler):
-    def get(self, rest: str) -> None:
-        self.write("catch-all")
-
-
-def test_install_into_puts_routes_before_a_catch_all(data):
-    app = tornado.web.Application([(r"/(.*)", CatchAll)])
-    assert routes._install_into(app)
-    rules = len(app.default_router.rules)
-    assert routes._install_into(app) and len(app.default_router.rules) == rules
-    with serving(lambda: app) as p:
-        status, headers, body = fetch(p, routes.thumb_url(data["key"], 0))
-        assert status == 200 and headers["Content-Type"] == "image/webp"
-        assert fetch(p, "/elsewhere")[2] == b"catch-all"
-
-
-def test_install_outside_a_server_session_returns_false():
-    from bokeh.document import Document
-
-    assert routes.install(Document()) is False
+# -- declaring the routes to a server ----------------------------------------------------------------
+def test_reading_routes_declares_them(monkeypatch, caplog):
+    """``--plugins`` reads ``ROUTES``; until something does, the page's warning is there and is
+    logged once."""
+    monkeypatch.setattr(routes, "_declared", threading.Event())
+    monkeypatch.setattr(routes, "_warned", threading.Event())
+    assert "ROUTES" not in routes.__all__  # a star import must not count as declaring them
+    assert not routes.declared()
+    with caplog.at_level("WARNING", logger=routes.__name__):
+        assert routes.missing_message() == routes.MISSING_ROUTES
+        assert routes.missing_message() == routes.MISSING_ROUTES
+    assert [r.getMessage().count("--plugins embviz.app.routes") for r in caplog.records] == [1]
+    rules = routes.ROUTES
+    assert [(p, h) for p, h, _ in rules] == [
+        (routes.THUMB_PATTERN, routes.ThumbHandler),
+        (routes.IMAGE_PATTERN, routes.ImageHandler),
+    ]
+    assert routes.declared() and routes.missing_message() is None
+    assert routes.extra_patterns() is not routes.extra_patterns()  # Bokeh extends its copy
+    with pytest.raises(AttributeError, match="INSTALL"):
+        routes.INSTALL  # noqa: B018 - the module __getattr__ still refuses other names
 
 
 APP = """
@@ -345,11 +345,8 @@ import panel as pn
 from embviz.app import routes
 
 key = routes.register(sys.argv[1])
-installed = routes.install()
-# The fallback lookup (no request to follow) must find the same server.
-context = pn.state.curdoc.session_context.server_context.application_context
-found = routes._tornado_app(context, None)
-print(f"key={key} installed={installed} fallback={found is not None}", flush=True)
+missing = routes.missing_message() is not None
+print(f"key={key} declared={routes.declared()} missing={missing}", flush=True)
 pn.pane.Markdown("ok").servable()
 """
 
@@ -394,11 +391,8 @@ def panel_serve(tmp_path: Path, root: Path, *options: str, prefix: str = ""):
             proc.wait(10)
 
 
-@pytest.mark.parametrize(
-    "options", [(), ("--plugins", "embviz.app.routes")], ids=["install", "plugins"]
-)
-def test_routes_work_in_panel_serve(data, tmp_path, options):
-    with panel_serve(tmp_path, data["root"], *options) as (p, log):
+def test_routes_work_in_panel_serve_with_plugins(data, tmp_path):
+    with panel_serve(tmp_path, data["root"], "--plugins", "embviz.app.routes") as (p, log):
         status, headers, body = fetch(p, routes.thumb_url(data["key"], 0))
         assert status == 200, log.read_text()
         assert headers["Content-Type"] == "image/webp"
@@ -406,18 +400,28 @@ def test_routes_work_in_panel_serve(data, tmp_path, options):
         status, headers, body = fetch(p, routes.image_url(data["key"], 2))
         assert status == 200 and webp(body).size == (1024, 768)
         assert fetch(p, "/embviz/thumb/nope-00000000/0")[0] == 404
-        fetch(p, "/app")  # a second session: install() is idempotent
+        fetch(p, "/app")  # a second session
         assert fetch(p, routes.thumb_url(data["key"], 1))[0] == 200
     text = log.read_text()
-    assert text.count(f"key={data['key']} installed=True fallback=True") == 2, text
+    assert text.count(f"key={data['key']} declared=True missing=False") == 2, text
+    assert routes.MISSING_ROUTES not in text
 
 
-@pytest.mark.parametrize(
-    "options", [(), ("--plugins", "embviz.app.routes")], ids=["install", "plugins"]
-)
-def test_routes_follow_the_server_prefix(data, tmp_path, options):
+def test_panel_serve_without_plugins_says_so_once(data, tmp_path):
+    """No routes are added behind Panel's back: the log says how to start the server (once,
+    however many sessions) and every session's page can say it too."""
+    with panel_serve(tmp_path, data["root"]) as (p, log):
+        assert fetch(p, routes.thumb_url(data["key"], 0))[0] == 404
+        fetch(p, "/app")  # a second session
+    text = log.read_text()
+    assert text.count(f"key={data['key']} declared=False missing=True") == 2, text
+    assert text.count(routes.MISSING_ROUTES) == 1, text
+
+
+def test_routes_follow_the_server_prefix(data, tmp_path):
     """Behind ``panel serve --prefix /team`` the routes and the URLs the app builds carry it."""
-    with panel_serve(tmp_path, data["root"], *options, prefix="/team") as (p, log):
+    plugin = ("--plugins", "embviz.app.routes")
+    with panel_serve(tmp_path, data["root"], *plugin, prefix="/team") as (p, log):
         url = routes.thumb_url(data["key"], 0, prefix="/team")
         assert url.startswith("/team/embviz/thumb/")
         status, headers, _ = fetch(p, url)

@@ -14,10 +14,10 @@ import pytest
 from embviz.dataset import open_dataset
 from embviz.errors import DatasetError, EmbvizError, ModelError
 from embviz.images import ImageError
+from embviz.pipeline.embed import embed
+from embviz.pipeline.index import index as build_saved_index
+from embviz.pipeline.ingest import ingest
 from embviz.search import Searcher, SearchResult, searcher
-from pipeline.embed import embed
-from pipeline.index import index as build_saved_index
-from pipeline.ingest import ingest
 
 torch = pytest.importorskip("torch")
 

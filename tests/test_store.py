@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from embviz.app import store as store_mod
-from embviz.app.store import PointStore, View, _chunk_bounds, _load, clear_stores, load_store
 from embviz.curve import hilbert_order
 from embviz.dataset import Dataset, open_dataset
-from pipeline.reduce import write_projection
-from pipeline.synth import synth
+from embviz.pipeline.reduce import write_projection
+from embviz.pipeline.synth import synth
+from embviz.render import store as store_mod
+from embviz.render.store import PointStore, View, _load, clear_stores, load_store
 
 SYNTH_POINTS = 120_000
 
@@ -39,7 +39,7 @@ def make_store(seed: int, n: int = 6000, chunk_rows: int = 64) -> PointStore:
     order = hilbert_order(xy)
     x, y = (np.ascontiguousarray(xy[order, i], dtype=np.float32) for i in (0, 1))
     ids = (np.arange(n, dtype=np.int64) * 3 + 7)[order]  # sparse ids: row != id
-    return PointStore("mem", x, y, ids, chunk_rows, _chunk_bounds(x, y, chunk_rows))
+    return PointStore.from_arrays(x, y, ids=ids, chunk_rows=chunk_rows, key="mem")
 
 
 def random_views(store: PointStore, rng: np.random.Generator, k: int) -> list[View]:
@@ -73,7 +73,7 @@ def test_rows_in_and_count_in_equal_brute_force(seed):
     mask = rng.random(store.n) < 0.6
     partial = 0
     for view in random_views(store, rng, 40):
-        partial += not isinstance(store.window(view), slice)
+        partial += store.runs(view) != [(0, store.n)]
         for m in (None, mask):
             expect = brute_rows(store, view, m)
             got = store.rows_in(view, m)
@@ -169,22 +169,19 @@ def _square_holding(store: PointStore, cx: float, cy: float, target: int) -> Vie
 def test_zoom_touches_only_what_it_shows(synth_root, monkeypatch):
     # 512-row chunks on 120k points is the ratio of the default 8192-row chunks on ~2M points.
     monkeypatch.setattr(store_mod, "CHUNK_ROWS", 512)
-    store = _load(synth_root, "synth.2d")
+    store = _load(open_dataset(synth_root), "synth.2d")
     assert store.chunk_rows == 512 and len(store.bounds) == -(-SYNTH_POINTS // 512)
     rng = np.random.default_rng(7)
     for row in rng.integers(0, store.n, 8):
         view = _square_holding(store, float(store.x[row]), float(store.y[row]), store.n // 100)
         inside = store.count_in(view)
-        gathered = store.window(view)
-        assert isinstance(gathered, np.ndarray)
+        gathered = sum(b - a for a, b in store.runs(view))
         assert 0.9 * store.n / 100 <= inside <= 1.2 * store.n / 100
-        assert len(gathered) <= 5 * inside, (view, inside, len(gathered))
-        assert len(gathered) < 0.05 * store.n
-    # The whole extent is one slice: no index array, no copy of the coordinates.
-    full = store.window(store.extent)
-    assert full == slice(0, store.n)
-    assert np.shares_memory(store.x[full], store.x)
-    assert store.count_in(store.extent) == store.n
+        assert gathered <= 5 * inside, (view, inside, gathered)
+        assert gathered < 0.05 * store.n
+    # The whole extent is one run: every row, read as one slice of each column.
+    assert store.runs(store.extent) == [(0, store.n)]
+    np.testing.assert_array_equal(store.rows_in(store.extent), np.arange(store.n))
 
 
 def test_synth_categorical_and_numeric_columns_match_samples(synth_root):
@@ -383,7 +380,7 @@ def _deny_writes_under(monkeypatch, root: Path) -> None:
 
 def test_read_only_dataset_still_loads(tmp_path, monkeypatch):
     root = _small_dataset(tmp_path / "ds")
-    expect = _load(root, "p")
+    expect = _load(open_dataset(root), "p")
     modes = {p: p.stat().st_mode for p in [root, *root.rglob("*")]}
     try:
         for p, mode in modes.items():

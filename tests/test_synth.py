@@ -10,8 +10,8 @@ from PIL import Image
 
 from embviz.curve import hilbert_distances
 from embviz.dataset import open_dataset
+from embviz.pipeline.synth import synth
 from embviz.synth import draw_sprite, generate_part, make_spec
-from pipeline.synth import synth
 
 POINTS = 200_000
 

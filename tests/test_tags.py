@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from embviz._tagfiles import TagFiles
 from embviz.dataset import open_dataset
 from embviz.errors import ExportError, TagError
 from embviz.export import export_samples, export_tags, samples_table
@@ -35,7 +36,7 @@ def base(tmp_path_factory):
     """The ingested dataset with a scores table; tests copy it before tagging."""
     from PIL import Image
 
-    from pipeline.ingest import ingest
+    from embviz.pipeline.ingest import ingest
 
     root = tmp_path_factory.mktemp("tags")
     rng = np.random.default_rng(0)
@@ -192,19 +193,19 @@ def test_tags_survive_reopen_and_compaction(root):
 def test_late_event_files_fold_by_time_not_arrival(root, monkeypatch):
     """An event file renamed into place after a compaction, but stamped earlier than what the
     snapshot holds, neither wins over a newer add nor resurrects a newly removed tag."""
-    import embviz.tags as tags
+    import embviz._tagfiles as tagfiles
 
     s = TagStore(root, compact_after=1000)
-    real_now = tags._now_ns
+    real_now = tagfiles.now_ns
     early = real_now() - 10_000_000_000  # 10 s ago
     s.add(1, "review")
     s.add(2, "review")
     s.remove(2, "review")  # a tombstone the snapshot must keep
     s.compact()
-    monkeypatch.setattr(tags, "_now_ns", lambda: early)
+    monkeypatch.setattr(tagfiles, "now_ns", lambda: early)
     s.remove(1, "review")  # older than the add: loses
     s.add(2, "review")  # older than the remove: loses
-    monkeypatch.setattr(tags, "_now_ns", real_now)
+    monkeypatch.setattr(tagfiles, "now_ns", real_now)
     assert _live(TagStore(root)) == {(1, "review", None)}
     s.compact()
     assert _live(TagStore(root)) == {(1, "review", None)}
@@ -247,17 +248,17 @@ def test_reader_racing_a_compaction_retries_and_loses_nothing(root, monkeypatch)
     for i in range(6):
         writer.add(i, "review")
     reader = TagStore(root)
-    real_read = TagStore._read_file
+    real_read = TagFiles.read_file
     raced = []
 
     def read_file(self, name):
-        if self is reader and not raced:
+        if self is reader._files and not raced:
             raced.append(name)
             writer.add(10, "exclude")
             writer.compact()  # deletes every event file the reader listed
         return real_read(self, name)
 
-    monkeypatch.setattr(TagStore, "_read_file", read_file)
+    monkeypatch.setattr(TagFiles, "read_file", read_file)
     assert _live(reader) == {(i, "review", None) for i in range(6)} | {(10, "exclude", None)}
     assert raced
 
@@ -504,7 +505,7 @@ def test_csv_escapes_formula_cells_and_headers():
 
 # -- command line ------------------------------------------------------------------------------
 def test_cli_tag_and_export(root, tmp_path, capsys):
-    from pipeline.cli import main
+    from embviz.pipeline.cli import main
 
     assert main(["-q", "tag", str(root), "--ids", "1,2,3", "--tag", "exclude"]) == 0
     assert main(["-q", "tag", str(root), "--ids", "4", "--tag", "relabel", "--value", "cow"]) == 0
@@ -561,7 +562,7 @@ def test_cli_tag_and_export(root, tmp_path, capsys):
 
 
 def test_cli_errors_are_clear(root, tmp_path, capsys):
-    from pipeline.cli import main
+    from embviz.pipeline.cli import main
 
     capsys.readouterr()
     assert main(["-q", "export", str(root), "--out", str(tmp_path / "x.xlsx")]) == 2

@@ -8,19 +8,21 @@ so the picture never flickers to empty.
 
 from __future__ import annotations
 
+import functools
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .cloud import DEFAULT_BUDGET, CloudStore, box_from_view_state, sample
-from .mapview import render_pool
-from .raster import _rgb, category_colors, palette
+from embviz.render.raster import category_colors, palette, rgb
+from embviz.render.sample3d import DEFAULT_BUDGET, box_from_view_state, sample
+from embviz.render.store import PointStore
 
-__all__ = ["CloudUpdate", "CloudView"]
+from .work import Coalescer
+
+__all__ = ["CloudUpdate", "CloudView", "cloud_deck", "fit_view", "pane_spec"]
 
 
 @dataclass
@@ -32,7 +34,116 @@ class CloudUpdate:
     in_view: bool  #: True when the view box held few enough points to send them all
     seconds: float
     nbytes: int
-    seq: int = 0  #: issue order of the request: an older update never replaces a newer one
+
+
+def fit_view(extent, width: int, height: int) -> dict:
+    """An ``OrbitView`` state showing all of ``extent`` (a 3D :class:`~embviz.render.store.Box`)
+    on a ``width`` x ``height`` canvas, tilted so depth shows, with zoom limits around it."""
+    lo, hi = np.asarray(extent.lo, dtype=float), np.asarray(extent.hi, dtype=float)
+    span = float(max(hi - lo)) or 1.0
+    zoom = math.log2(min(width, height) / (span * 1.3))
+    return {
+        "target": [float(v) for v in (lo + hi) / 2],
+        "zoom": zoom,
+        "rotationX": 25,
+        "rotationOrbit": 30,
+        "minZoom": zoom - 3,
+        "maxZoom": zoom + 14,
+    }
+
+
+def cloud_deck(frame, view_state: dict, *, point_px: float = 3.0, tooltip=False, height=500):
+    """The 3D view as a :class:`pydeck.Deck`: one ``PointCloudLayer`` in an ``OrbitView``.
+
+    Parameters
+    ----------
+    frame : pandas DataFrame of the points: ``x, y, z`` and uint8 ``r, g, b`` (other columns
+        may feed ``tooltip``); None leaves the layer without data (see :func:`pane_spec`).
+    view_state : the initial ``OrbitView`` state (``target``, ``zoom``, ``rotationX`` ...).
+    point_px : point size in pixels.
+    tooltip : pydeck's tooltip: False, True (every field) or ``{"text": "id {id}"}``.
+    height : height in pixels of the notebook output.
+
+    Positions are data units in cartesian coordinates and there is no base map (an embedding
+    is not a place): ``map_style=""``, which Panel's pane also needs (DESIGN.md).
+    """
+    import pydeck as pdk
+
+    layer = pdk.Layer(
+        "PointCloudLayer",
+        data=frame,
+        id="points",
+        get_position=["x", "y", "z"],
+        get_color=["r", "g", "b"],
+        point_size=point_px,
+        pickable=True,
+        # A pydeck String is sent as it is; a plain string would become an accessor function.
+        coordinate_system=pdk.types.String("@@#COORDINATE_SYSTEM.CARTESIAN"),
+    )
+    return _compact_deck()(
+        layers=[layer],
+        views=[pdk.View(type="OrbitView", controller=True)],
+        initial_view_state=pdk.ViewState(**view_state),
+        map_provider=None,
+        map_style="",
+        tooltip=tooltip,
+        height=height,
+    )
+
+
+@functools.cache
+def _compact_deck() -> type:
+    """``pydeck.Deck`` writing compact JSON (defined on first use: pydeck loads lazily)."""
+    import json
+
+    import pydeck as pdk
+    from pydeck.bindings.json_tools import default_serialize
+
+    class Deck(pdk.Deck):
+        """A pydeck Deck whose JSON (what ``to_html`` and the notebook output hold) has no
+        indentation: 98 bytes a point instead of 212, written in a fifth of the time."""
+
+        def to_json(self) -> str:
+            return json.dumps(
+                self, sort_keys=True, default=default_serialize, separators=(",", ":")
+            )
+
+        def __repr__(self) -> str:
+            # pydeck's repr is the whole JSON: megabytes of text/plain in a notebook's output.
+            layers = ", ".join(
+                f"{layer.type} of {len(layer.data or [])} points" for layer in self.layers
+            )
+            return f"<pydeck.Deck: {layers}>"
+
+    return Deck
+
+
+def pane_spec(frame, view_state: dict, *, point_px: float = 3.0) -> dict:
+    """The spec Panel's DeckGL pane gets: :func:`cloud_deck` as a dict holding ``frame`` itself.
+
+    Handed a pydeck Deck, the pane would receive the points as pydeck's list of records and
+    rebuild float64 / int64 columns from them in Python on the document's thread: 9.0 MB and
+    about 1 s of CPU per 250K-point update. A DataFrame in a dict spec goes out as one binary
+    ColumnDataSource of the frame's own dtypes (float32 x, y, z, uint8 r, g, b): 3.75 MB.
+    The pane sends the frame's index as a column too, so it is made uint8 zeros (1 byte a
+    point, where an int64 index costs 4 whenever the number of points changes).
+    """
+    import json
+
+    import pandas as pd
+
+    spec = json.loads(_empty_deck_json(json.dumps(view_state, sort_keys=True), point_px))
+    spec["layers"][0]["data"] = frame.set_axis(pd.Index(np.zeros(len(frame), dtype=np.uint8)))
+    return spec
+
+
+@functools.lru_cache(maxsize=64)
+def _empty_deck_json(view_state_json: str, point_px: float) -> str:
+    # One Deck per view's initial state, not per update: with ipywidgets installed, pydeck's
+    # constructor makes (and registers for good) a handful of Jupyter widgets each time.
+    import json
+
+    return cloud_deck(None, json.loads(view_state_json), point_px=point_px).to_json()
 
 
 class CloudView:
@@ -40,7 +151,7 @@ class CloudView:
 
     def __init__(
         self,
-        store: CloudStore,
+        store: PointStore,
         *,
         budget: int = DEFAULT_BUDGET,
         point_px: float = 3.0,
@@ -59,16 +170,15 @@ class CloudView:
         self.on_hover = on_hover
         self.mask: np.ndarray | None = None
         self.colors: Callable[[np.ndarray], np.ndarray] = self._default_colors
-        self.doc = None
+        self.hidden: frozenset[str] = frozenset()
+        self._hidden_codes = np.empty(0)
+        self._hidden_col: str | None = None
+        #: samples on the render pool, one in flight, the newest view wins
+        self.updates = Coalescer(self.compute, self._apply, name="3D sample")
         self.rows = np.empty(0, dtype=np.int64)
         self.last: CloudUpdate | None = None
         self.view_state: dict = {}
         self._size = (900, height)
-        self._lock = threading.Lock()
-        self._busy = False
-        self._pending: tuple[dict, int] | None = None
-        self._seq = 0
-        self._shown = 0
         self._initial = self._fit_view()
         self.pane = pn.pane.DeckGL(
             self._spec(self._frame(np.empty(0, dtype=np.int64))),
@@ -81,39 +191,22 @@ class CloudView:
         self.pane.param.watch(self._on_click, "click_state")
         self.pane.param.watch(self._on_hover_event, "hover_state")
 
+    @property
+    def doc(self):
+        """The session's Bokeh document: samples are picked in the pool and come back on its
+        thread; None (notebooks, tests) samples synchronously."""
+        return self.updates.doc
+
+    @doc.setter
+    def doc(self, doc) -> None:
+        self.updates.doc = doc
+
     # -- spec -----------------------------------------------------------------------------------
     def _fit_view(self) -> dict:
-        e = self.store.extent
-        lo, hi = np.asarray(e.lo, dtype=float), np.asarray(e.hi, dtype=float)
-        span = float(max(hi - lo)) or 1.0
-        zoom = math.log2(min(self._size) / (span * 1.3))
-        return {
-            "target": [float(v) for v in (lo + hi) / 2],
-            "zoom": zoom,
-            "rotationX": 25,
-            "rotationOrbit": 30,
-            "minZoom": zoom - 3,
-            "maxZoom": zoom + 14,
-        }
+        return fit_view(self.store.extent, *self._size)
 
     def _spec(self, frame) -> dict:
-        return {
-            "initialViewState": self._initial,
-            "views": [{"@@type": "OrbitView", "controller": True}],
-            "layers": [
-                {
-                    "@@type": "PointCloudLayer",
-                    "id": "points",
-                    "data": frame,
-                    "getPosition": "@@=[x, y, z]",
-                    "getColor": "@@=[r, g, b]",
-                    "pointSize": self.point_px,
-                    "pickable": True,
-                    "coordinateSystem": "@@#COORDINATE_SYSTEM.CARTESIAN",
-                }
-            ],
-            "mapStyle": "",  # without it Panel's pane throws in the browser (see DESIGN.md)
-        }
+        return pane_spec(frame, self._initial, point_px=self.point_px)
 
     def _default_colors(self, rows: np.ndarray) -> np.ndarray:
         return np.tile(np.array([[31, 119, 180]], dtype=np.uint8), (len(rows), 1))
@@ -125,7 +218,7 @@ class CloudView:
         self.hidden = hidden
         if column in s.categorical:
             codes, names = s.categorical[column]
-            lut = _rgb(category_colors(len(names)))
+            lut = rgb(category_colors(len(names)))
             self.colors = lambda rows: lut[codes[rows]]
             self._hidden_codes = np.array([i for i, n in enumerate(names) if n in hidden])
             self._hidden_col = column
@@ -134,7 +227,7 @@ class CloudView:
             finite = values[np.isfinite(values)][:: max(1, s.n // 1_000_000)]
             lo, hi = np.percentile(finite, [1, 99]) if len(finite) else (0.0, 1.0)
             hi = hi if hi > lo else lo + 1.0
-            lut = _rgb(palette(cmap))
+            lut = rgb(palette(cmap))
 
             def colors(rows, values=values, lo=lo, hi=hi, lut=lut):
                 v = np.nan_to_num((values[rows] - lo) / (hi - lo), nan=0.0)
@@ -163,12 +256,7 @@ class CloudView:
         )
 
     # -- updates --------------------------------------------------------------------------------
-    def _next_seq(self) -> int:
-        with self._lock:
-            self._seq += 1
-            return self._seq
-
-    def compute(self, view_state: dict | None, seq: int = 0) -> CloudUpdate:
+    def compute(self, view_state: dict | None) -> CloudUpdate:
         """The sample for ``view_state`` (None or {}: the overview) and the frame to send."""
         t0 = time.perf_counter()
         box = (
@@ -178,55 +266,27 @@ class CloudView:
         frame = self._frame(rows)
         nbytes = int(sum(frame[c].to_numpy().nbytes for c in frame.columns))
         in_view = box is not None and len(rows) < self.budget
-        return CloudUpdate(rows, frame, in_view, time.perf_counter() - t0, nbytes, seq)
+        return CloudUpdate(rows, frame, in_view, time.perf_counter() - t0, nbytes)
 
     def _visible_mask(self) -> np.ndarray | None:
-        hidden = getattr(self, "_hidden_codes", np.empty(0))
-        if not len(hidden):
+        if not len(self._hidden_codes):
             return self.mask
         codes = self.store.categorical[self._hidden_col][0]
-        keep = ~np.isin(codes, hidden)
+        keep = ~np.isin(codes, self._hidden_codes)
         return keep if self.mask is None else (self.mask & keep)
 
     def refresh(self, *, wait: bool = False) -> CloudUpdate | None:
-        """Sample the current view again (after a colour or filter change)."""
-        if wait or self.doc is None:
-            update = self.compute(self.view_state, self._next_seq())
-            self._apply(update)
-            return update
-        self._submit(dict(self.view_state))
-        return None
+        """Sample the current view again (after a colour or filter change).
 
-    def _submit(self, view_state: dict) -> None:
-        seq = self._next_seq()
-        with self._lock:
-            if self._busy:
-                self._pending = (view_state, seq)
-                return
-            self._busy = True
-        render_pool().submit(self._job, (view_state, seq))
-
-    def _job(self, job: tuple[dict, int]) -> None:
-        view_state, seq = job
-        try:
-            update = self.compute(view_state, seq)
-            if self.doc is not None:
-                self.doc.add_next_tick_callback(lambda: self._apply(update))
-        except Exception as exc:  # a failed sample must not stop the session
-            import logging
-
-            logging.getLogger(__name__).exception("3D sample failed: %s", exc)
-        with self._lock:
-            nxt, self._pending = self._pending, None
-            if nxt is None:
-                self._busy = False
-        if nxt is not None:
-            render_pool().submit(self._job, nxt)
+        With ``wait`` (or no document) the sample is sent before returning, and returned;
+        else it is picked in the pool and None is returned.
+        """
+        state = dict(self.view_state)
+        return self.updates.run(state) if wait else self.updates.submit(state)
 
     def _apply(self, update: CloudUpdate) -> None:
-        if update.seq < self._shown:  # queued callbacks may run out of order: newest wins
-            return
-        self._shown = update.seq
+        """Send an update to the pane (on the document's thread, via :attr:`updates`, which
+        drops an update older than the one on screen)."""
         self.rows = update.rows
         self.pane.object = self._spec(update.frame)
         self.last = update
@@ -241,10 +301,7 @@ class CloudView:
         self.view_state = {
             k: state[k] for k in ("target", "zoom", "rotationX", "rotationOrbit") if k in state
         }
-        if self.doc is None:
-            self.refresh(wait=True)
-        else:
-            self._submit(dict(self.view_state))
+        self.refresh()
 
     def _row_at(self, state: dict) -> int | None:
         index = (state or {}).get("index")

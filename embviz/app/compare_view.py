@@ -11,10 +11,8 @@ import numpy as np
 import panel as pn
 import param
 
-from .curate import in_background
-
 if TYPE_CHECKING:
-    from .explorer import Explorer
+    from .session import Session
 
 __all__ = ["SplitCompare"]
 
@@ -40,10 +38,10 @@ class SplitCompare(pn.viewable.Viewer):
     )
     auc = param.Number(default=None, allow_None=True, doc="AUC of the last comparison.")
 
-    def __init__(self, explorer: Explorer, **params):
+    def __init__(self, session: Session, **params):
         super().__init__(**params)
-        self.explorer = explorer
-        s = explorer.store
+        self.session = session
+        s = session.store
         cols = [c for c, (_, names) in s.categorical.items() if 2 <= len(names) <= MAX_GROUPS]
         cols.sort(key=lambda c: (c != "split", c))
         self.param.column.objects = cols
@@ -54,7 +52,7 @@ class SplitCompare(pn.viewable.Viewer):
 
     @param.depends("column", watch=True)
     def _set_groups(self) -> None:
-        names = list(self.explorer.store.categorical[self.column][1])
+        names = list(self.session.store.categorical[self.column][1])
         names = [n for n in names if n != "(none)"]
         self.param.a.objects = names
         self.param.b.objects = names
@@ -65,7 +63,7 @@ class SplitCompare(pn.viewable.Viewer):
 
     @param.depends("show_difference", "a", "b", "column", watch=True)
     def _apply_difference(self) -> None:
-        e = self.explorer
+        e = self.session
         if self.show_difference and self.a != self.b:
             e.param.update(color_by=self.column, hidden=[], difference=[self.a, self.b])
         elif e.difference:
@@ -83,10 +81,10 @@ class SplitCompare(pn.viewable.Viewer):
             return
         from embviz.compare import cluster_counts, shift, shift_vectors
 
-        e = self.explorer
+        e = self.session
         s = e.store
         in_a, in_b = self._masks(s)
-        ds, embedding = e._ds, e.embedding
+        ds, embedding = e.dataset, e.embedding
         ids_a, ids_b = s.ids[in_a], s.ids[in_b]
 
         def work():
@@ -103,7 +101,7 @@ class SplitCompare(pn.viewable.Viewer):
             return result, counts
 
         self._result.object = '<div class="embviz-muted">Comparing…</div>'
-        in_background(e.map.doc if e.map else None, work, self._show, self._fail)
+        e.in_background(work, self._show, self._fail)
 
     def _fail(self, exc: BaseException) -> None:
         self._result.object = (

@@ -1,22 +1,20 @@
-"""The curation panel: similarity search, top-N score views, tagging and export for an Explorer."""
+"""The curation panel: top-N score views, sorting, tagging and export of a session's samples."""
 
 from __future__ import annotations
 
 import html
 import io
 import re
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import panel as pn
 import param
 
 if TYPE_CHECKING:
-    from .explorer import Explorer
+    from .session import Session
 
-__all__ = ["SCORE_VIEWS", "Curator", "in_background"]
+__all__ = ["SCORE_VIEWS", "Curator"]
 
 #: Score columns offered as "top N" views, with what their high values mean.
 SCORE_VIEWS: dict[str, str] = {
@@ -27,58 +25,7 @@ SCORE_VIEWS: dict[str, str] = {
 }
 #: Tags offered in the menu; a custom name can be typed instead.
 TAG_CHOICES = ["exclude", "review", "relabel", "note", "custom"]
-#: How often a session looks for tags written elsewhere (milliseconds).
-POLL_MS = 3000
 _NEEDS_VALUE = {"relabel": "the new label", "note": "the note", "custom": "the tag name"}
-
-
-def in_background(doc, work: Callable[[], Any], done: Callable[[Any], None], fail) -> None:
-    """Run ``work`` off the session's event loop, then ``done(result)`` (or ``fail(exc)``) on it.
-
-    Without a server document (notebooks, tests) it runs at once. Slow actions (loading a model
-    for an uploaded image, reading vectors) must never stall the other sessions of the server.
-    """
-    if doc is None:
-        try:
-            result = work()
-        except Exception as exc:  # reported to the user, never raised into the page
-            fail(exc)
-            return
-        done(result)
-        return
-    from .mapview import render_pool
-
-    def job() -> None:
-        try:
-            result = work()
-        except Exception as exc:
-            doc.add_next_tick_callback(lambda exc=exc: fail(exc))
-            return
-        doc.add_next_tick_callback(lambda: done(result))
-
-    render_pool().submit(job)
-
-
-_TAG_STORES: dict[str, Any] = {}
-_TAG_LOCK = threading.Lock()
-
-
-def tag_store(root):
-    """The process-wide :class:`embviz.tags.TagStore` of the dataset at ``root``: sessions
-    share its read cache; writes from any session or process are seen through its version."""
-    from embviz.tags import TagStore
-
-    key = str(root.resolve()) if hasattr(root, "resolve") else str(root)
-    with _TAG_LOCK:
-        store = _TAG_STORES.get(key)
-        if store is None:
-            store = _TAG_STORES[key] = TagStore(root)
-    return store
-
-
-def _user() -> str | None:
-    user = getattr(pn.state, "user", None)
-    return str(user) if user else None
 
 
 class Curator(pn.viewable.Viewer):
@@ -89,11 +36,9 @@ class Curator(pn.viewable.Viewer):
     open in the detail panel and are stored in the dataset at once.
     """
 
-    k = param.Integer(default=100, bounds=(1, 5000), doc="How many samples a search returns.")
     top_n = param.Integer(default=100, bounds=(1, 100_000), doc="Samples in a top-N view.")
     score = param.Selector(objects=[], doc="Score a top-N view ranks by (highest first).")
     sort_by = param.Selector(objects=[], doc="Column the grid's samples are sorted by.")
-    text = param.String(default="", doc="Text to search for (CLIP-like models only).")
     tag = param.Selector(default="exclude", objects=TAG_CHOICES, doc="Tag to add or remove.")
     tag_value = param.String(
         default="", doc="The new label for 'relabel', the text of a 'note', a custom tag's name."
@@ -115,11 +60,11 @@ class Curator(pn.viewable.Viewer):
     )
     message = param.String(default="", doc="What the last action did, or why it failed.")
 
-    def __init__(self, explorer: Explorer, **params):
+    def __init__(self, session: Session, **params):
         super().__init__(**params)
-        self.explorer = explorer
-        self._ds = explorer._ds
-        numeric = list(explorer.store.numeric)
+        self.session = session
+        self._ds = session.dataset
+        numeric = list(session.store.numeric)
         scores = [c for c in SCORE_VIEWS if c in numeric]
         self.param.score.objects = scores
         self.param.score.names = {SCORE_VIEWS[c]: c for c in scores}
@@ -128,15 +73,8 @@ class Curator(pn.viewable.Viewer):
         sortable = ["(grid order)", *scores, *[c for c in numeric if c not in scores]]
         self.param.sort_by.objects = sortable
         self.sort_by = sortable[0]
-        self._tags = None
-        self._search_ok = bool(self._ds.embeddings)
-        self._supports_text = False
         self._message = pn.pane.HTML("", css_classes=["embviz-curate-message"])
         self._tag_counts = pn.pane.HTML("", css_classes=["embviz-tag-counts"])
-        self._upload = pn.widgets.FileInput(
-            accept="image/*", multiple=False, css_classes=["embviz-upload"]
-        )
-        self._upload.param.watch(self._on_upload, "value")
         self._download = pn.widgets.FileDownload(
             callback=self._export_file,
             filename=self._filename(),
@@ -146,52 +84,7 @@ class Curator(pn.viewable.Viewer):
             embed=False,
         )
         self._show_tag_counts()
-        self._seen_version = None
-        doc = self._doc()
-        if doc is not None:  # tags added by other sessions or `embviz tag` show up here too
-            from panel.io.callbacks import PeriodicCallback
-
-            # ``background``: a foreground callback counts as "busy" for Panel, process-wide.
-            PeriodicCallback(callback=self._poll_tags, period=POLL_MS, background=True).start()
-        self._text_row = None
-        if self._search_ok:
-            self._warm_search(doc)
-
-    def _warm_search(self, doc) -> None:
-        """Load the index and the model in the background, so the first search and upload
-        do not wait for them; show the text box once the model is known to read text."""
-
-        def shown(searcher) -> None:
-            self._supports_text = bool(searcher.supports_text)
-            if self._text_row is not None:
-                self._text_row.visible = self._supports_text
-
-        def quiet(exc: BaseException) -> None:  # e.g. vectors with no model: by id still works
-            import logging
-
-            logging.getLogger(__name__).info("search warm-up: %s", exc)
-
-        if doc is None:
-            return
-
-        def job() -> None:  # its own thread: a torch import must not hold a render thread
-            try:
-                searcher = self._searcher().warm()
-            except Exception as exc:
-                quiet(exc)
-                return
-            doc.add_next_tick_callback(lambda: shown(searcher))
-
-        threading.Thread(target=job, name="embviz-search-warm", daemon=True).start()
-
-    def _poll_tags(self) -> None:
-        try:
-            version = self.tags().version
-        except Exception:  # a tag folder being written or compacted: next time
-            return
-        if version != self._seen_version:
-            self._seen_version = version
-            self._show_tag_counts()
+        session.param.watch(self._show_tag_counts, "tags_version")
 
     # -- helpers ----------------------------------------------------------------------------
     def _say(self, text: str, *, error: bool = False) -> None:
@@ -204,78 +97,20 @@ class Curator(pn.viewable.Viewer):
     def _fail(self, exc: BaseException) -> None:
         self._say(f"{type(exc).__name__}: {exc}", error=True)
 
-    def _doc(self):
-        doc = pn.state.curdoc
-        return doc if doc is not None and getattr(doc, "session_context", None) else None
-
     def _grid_ids(self) -> np.ndarray:
-        ids = self.explorer.grid.ids
-        return np.asarray(ids if ids is not None else [], dtype=np.int64)
+        return self.session.shown_ids
 
     def _target_ids(self) -> np.ndarray:
         if self.apply_to == "open sample":
-            sid = self.explorer.detail
+            sid = self.session.detail
             return np.array([sid] if sid >= 0 else [], dtype=np.int64)
         if self.apply_to == "marked":
-            return np.asarray(self.explorer.grid.marked, dtype=np.int64)
+            return np.asarray(self.session.marked, dtype=np.int64)
         return self._grid_ids()
 
     def tags(self):
         """The dataset's :class:`embviz.tags.TagStore` (shared by every session)."""
-        if self._tags is None:
-            self._tags = tag_store(self._ds.root)
-        return self._tags
-
-    # -- similarity search --------------------------------------------------------------------
-    def _searcher(self):
-        from embviz.search import searcher
-
-        return searcher(self._ds, self.explorer.embedding)
-
-    def _show_result(self, result) -> None:
-        captions = [f"d = {float(d):.3f}" for d in result.distances]
-        self.explorer.show(result.ids, title=result.query, captions=captions, noun="results")
-        self._say(f"{len(result.ids):,} results: {result.query}")
-
-    def search_ids(self, ids, *, what: str) -> None:
-        """Fill the grid with the samples most similar to ``ids`` (their centroid)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if not len(ids):
-            self._say(f"Nothing to search from: {what} is empty.", error=True)
-            return
-        k = self.k
-        self._say(f"Searching for samples similar to {what}…")
-        in_background(
-            self._doc(), lambda: self._searcher().by_ids(ids, k), self._show_result, self._fail
-        )
-
-    def search_image(self, data: bytes, name: str | None = None) -> None:
-        """Fill the grid with the samples most similar to an image, embedded with the
-        dataset's own model."""
-        k = self.k
-        self._say("Embedding the uploaded image…")
-        in_background(
-            self._doc(),
-            lambda: self._searcher().by_image(data, k, name=name),
-            self._show_result,
-            self._fail,
-        )
-
-    def search_text(self, text: str | None = None) -> None:
-        """Fill the grid with the samples that best match ``text`` (CLIP-like models)."""
-        text = (text if text is not None else self.text).strip()
-        if not text:
-            self._say("Type some text to search for.", error=True)
-            return
-        k = self.k
-        self._say("Searching by text…")
-        in_background(
-            self._doc(), lambda: self._searcher().by_text(text, k), self._show_result, self._fail
-        )
-
-    def _on_upload(self, event) -> None:
-        if event.new:
-            self.search_image(bytes(event.new), self._upload.filename or None)
+        return self.session.tags()
 
     # -- ranked views -------------------------------------------------------------------------
     def show_top(self, score: str | None = None, n: int | None = None) -> None:
@@ -285,7 +120,7 @@ class Curator(pn.viewable.Viewer):
 
         score = score or self.score
         n = int(n or self.top_n)
-        s = self.explorer.store
+        s = self.session.store
         if score not in s.numeric:
             self._say(
                 f"No {score!r} column: run 'embviz score {self._ds.root}' to compute scores.",
@@ -300,25 +135,24 @@ class Curator(pn.viewable.Viewer):
             rows = top_rows(values, n)
             captions = [f"{score.split('_')[0]} {float(values[r]):.3f}" for r in rows]
         title = f"Top {len(rows):,}: {SCORE_VIEWS.get(score, score)}"
-        self.explorer.show(s.ids[rows], title=title, captions=captions, noun="shown")
+        self.session.show(s.ids[rows], title=title, captions=captions, noun="shown")
         self._say(title)
 
     def sort_grid(self, column: str | None = None) -> None:
         """Sort the grid's samples by ``column``, highest first (missing values last)."""
         column = column or self.sort_by
         ids = self._grid_ids()
-        s = self.explorer.store
+        s = self.session.store
         if column not in s.numeric or not len(ids):
             return
         rows = s.row_of(ids)
         values = np.where(rows >= 0, s.numeric[column][np.clip(rows, 0, None)], np.nan)
         order = np.argsort(np.where(np.isfinite(values), -values, np.inf), kind="stable")
-        grid = self.explorer.grid
-        self.explorer.show(
+        self.session.show(
             ids[order],
-            title=grid.title,
+            title=self.session.grid_title,
             captions=[f"{column} {v:.3f}" if np.isfinite(v) else "" for v in values[order]],
-            noun=grid.noun,
+            noun=self.session.grid_noun,
         )
 
     # -- tags ---------------------------------------------------------------------------------
@@ -350,23 +184,16 @@ class Curator(pn.viewable.Viewer):
             return 0
         try:
             tag, value = self._tag_and_value()
-            store = self.tags()
-            if remove:
-                store.remove(ids, tag, user=_user())
-            else:
-                store.add(ids, tag, value, user=_user())
+            self.session.tag(ids, tag, value, remove=remove)
         except Exception as exc:  # bad tag names or values come back as a message
             self._fail(exc)
             return 0
         what = f"{tag}={value}" if value else tag
         verb = "Removed" if remove else "Tagged"
         self._say(f"{verb} '{what}' {'from' if remove else 'on'} {len(ids):,} samples.")
-        self._show_tag_counts()
-        if self.explorer.detail in set(ids.tolist()):
-            self.explorer._show_detail()
         return len(ids)
 
-    def _show_tag_counts(self) -> None:
+    def _show_tag_counts(self, *_events) -> None:
         try:
             counts = self.tags().counts()
         except Exception:  # a dataset without tags yet, or an unreadable folder
@@ -420,36 +247,6 @@ class Curator(pn.viewable.Viewer):
         return b
 
     def __panel__(self):
-        e = self.explorer
-        search = [
-            self._button(
-                "Similar to the open sample",
-                "embviz-similar-open",
-                lambda: self.search_ids(
-                    [e.detail] if e.detail >= 0 else [], what="the open sample"
-                ),
-            ),
-            self._button(
-                "Similar to the grid's samples",
-                "embviz-similar-grid",
-                lambda: self.search_ids(self._grid_ids(), what="the grid"),
-            ),
-            pn.pane.HTML('<div style="font-size:12px">…or to an image:</div>'),
-            self._upload,
-        ]
-        text_row = pn.Row(
-            pn.widgets.TextInput.from_param(
-                self.param.text,
-                name="",
-                placeholder="text (CLIP models)",
-                css_classes=["embviz-search-text-input"],
-            ),
-            self._button("Go", "embviz-search-text", self.search_text),
-        )
-        text_row.visible = self._supports_text
-        self._text_row = text_row
-        search.append(text_row)
-        search.append(pn.widgets.IntInput.from_param(self.param.k, name="Results"))
         hint = pn.pane.HTML(
             '<div style="font-size:12px;color:#666">No scores yet: run <code>embviz score</code> '
             "for outlier, label-issue, uniqueness and duplicate views.</div>",
@@ -496,13 +293,10 @@ class Curator(pn.viewable.Viewer):
             self._download,
         ]
         cards = [
-            pn.Card(*search, title="Find similar", sizing_mode="stretch_width"),
             pn.Card(*ranked, title="Rank", sizing_mode="stretch_width"),
             pn.Card(*tagging, title="Tag", sizing_mode="stretch_width"),
             pn.Card(*export, title="Export", sizing_mode="stretch_width"),
         ]
-        if not self._search_ok:
-            cards = cards[1:]
         return pn.Column(self._message, *cards, sizing_mode="stretch_width")
 
 

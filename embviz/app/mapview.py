@@ -10,36 +10,22 @@ most one render in flight and coalesces the view changes that arrive meanwhile.
 from __future__ import annotations
 
 import base64
-import os
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .raster import Frame, Renderer, Style, category_colors
-from .store import PointStore, View
+from embviz.render.overlay import HOVER_LIMIT, SPRITE_LIMIT, hover_points, sprites
+from embviz.render.raster import Frame, Renderer, Style, category_colors, palette
+from embviz.render.store import PointStore, View
 
-__all__ = ["MapRequest", "MapView", "render_pool"]
+from .work import Coalescer
+
+__all__ = ["MapRequest", "MapResult", "MapView"]
 
 #: Most selected points outlined on the map per frame (an even subsample beyond).
 HIGHLIGHT_LIMIT = 5000
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def render_pool() -> ThreadPoolExecutor:
-    """The process-wide render pool, one thread per core (Datashader's kernels release the GIL)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(
-                max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="embviz-render"
-            )
-    return _POOL
 
 
 @dataclass(frozen=True)
@@ -53,7 +39,6 @@ class MapRequest:
     color_by: str | None
     style: Style
     mask_key: object = None
-    seq: int = field(default=0, compare=False)  #: issue order: later requests win
 
 
 @dataclass
@@ -82,8 +67,8 @@ class MapView:
         *,
         thumb_url: Callable[[int], str] | None = None,
         describe: Callable[[np.ndarray], dict[str, list]] | None = None,
-        hover_limit: int = 3000,
-        sprite_limit: int = 400,
+        hover_limit: int = HOVER_LIMIT,
+        sprite_limit: int = SPRITE_LIMIT,
         sprite_px: int = 40,
         on_frame: Callable[[MapResult], None] | None = None,
         on_select: Callable[[np.ndarray], None] | None = None,
@@ -105,12 +90,8 @@ class MapView:
         self.mask_key: object = None
         self.highlight_rows: np.ndarray | None = None
         self.last: MapResult | None = None
-        self.doc = None
-        self._lock = threading.Lock()
-        self._busy = False
-        self._pending: MapRequest | None = None
-        self._seq = 0  # requests issued
-        self._shown = 0  # seq of the frame on screen
+        #: renders on the render pool, one in flight, the newest request wins
+        self.renders = Coalescer(self.compute, self._apply, name="render")
         self._default_size = (width, height)
         self._style_fn: Callable[[], tuple[str, str | None, Style]] = lambda: (
             "category",
@@ -119,6 +100,16 @@ class MapView:
         )
         self.figure = self._make_figure(width, height)
         self.view = store.extent
+
+    @property
+    def doc(self):
+        """The session's Bokeh document: renders run in the pool and come back on its thread;
+        None (notebooks, tests) renders synchronously."""
+        return self.renders.doc
+
+    @doc.setter
+    def doc(self, doc) -> None:
+        self.renders.doc = doc
 
     # -- Bokeh model -------------------------------------------------------------------------
     def _make_figure(self, width: int, height: int):
@@ -231,47 +222,18 @@ class MapView:
         """The request for ``view`` (default: the current one) with the current style."""
         mode, color_by, style = self._style_fn()
         w, h = self._size()
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
-        return MapRequest(view or self.view, w, h, mode, color_by, style, self.mask_key, seq)
+        return MapRequest(view or self.view, w, h, mode, color_by, style, self.mask_key)
 
     def refresh(self, view: View | None = None, *, wait: bool = False) -> MapResult | None:
-        """Render the current view again (after a style, colour or filter change)."""
+        """Render the current view again (after a style, colour or filter change).
+
+        With ``wait`` (or no document) the frame is rendered and shown before returning, and
+        returned; else it renders in the pool and None is returned.
+        """
         if view is not None:
             self.view = view
         req = self.request()
-        if wait or self.doc is None:
-            result = self.compute(req)
-            self._apply(result)
-            return result
-        self._submit(req)
-        return None
-
-    def _submit(self, req: MapRequest) -> None:
-        with self._lock:
-            if self._busy:
-                self._pending = req  # coalesce: only the latest view matters
-                return
-            self._busy = True
-        render_pool().submit(self._job, req)
-
-    def _job(self, req: MapRequest) -> None:
-        try:
-            result = self.compute(req)
-            doc = self.doc
-            if doc is not None:
-                doc.add_next_tick_callback(lambda: self._apply(result))
-        except Exception as exc:  # a bad frame or a closed session must not stop the loop
-            import logging
-
-            logging.getLogger(__name__).exception("render failed: %s", exc)
-        with self._lock:
-            nxt, self._pending = self._pending, None
-            if nxt is None:
-                self._busy = False
-        if nxt is not None:
-            render_pool().submit(self._job, nxt)
+        return self.renders.run(req) if wait else self.renders.submit(req)
 
     # -- the work ----------------------------------------------------------------------------
     def compute(self, req: MapRequest) -> MapResult:
@@ -291,30 +253,13 @@ class MapView:
         if frame.points <= self.hover_limit:
             rows = self._drop_hidden(self.store.rows_in(req.view, self.mask), req)
             rows = rows[: self.hover_limit]
-            ids = self.store.ids[rows]
-            thumbs = [self.thumb_url(int(i)) for i in ids] if self.thumb_url else [""] * len(ids)
-            text = self.describe(rows) if self.describe else {"text": [""] * len(rows)}
-            result.points = {
-                "x": self.store.x[rows].astype(float).tolist(),
-                "y": self.store.y[rows].astype(float).tolist(),
-                "id": ids.astype(int).tolist(),
-                "thumb": thumbs,
-                **text,
-            }
+            result.points = hover_points(
+                self.store, rows, thumb_url=self.thumb_url, describe=self.describe
+            )
             if len(rows) <= self.sprite_limit and self.thumb_url:
-                # Sprites cover about the area each point has on screen, so they grow with zoom.
-                area = req.width * req.height / max(len(rows), 1)
-                px = float(np.clip(np.sqrt(area) * 0.7, 14, 160))
-                px = min(px, float(self.sprite_px) * 4)
-                w = px * (req.view.x1 - req.view.x0) / req.width
-                h = px * (req.view.y1 - req.view.y0) / req.height
-                result.sprites = {
-                    "url": thumbs,
-                    "x": result.points["x"],
-                    "y": result.points["y"],
-                    "w": [w] * len(rows),
-                    "h": [h] * len(rows),
-                }
+                result.sprites = sprites(
+                    result.points, req.view, req.width, req.height, sprite_px=self.sprite_px
+                )
         hl = self.highlight_rows
         if hl is not None and len(hl):
             inside = hl[req.view.contains(self.store.x[hl], self.store.y[hl])]
@@ -337,14 +282,8 @@ class MapView:
         return rows[~np.isin(codes[rows], hidden)] if len(hidden) else rows
 
     def _apply(self, result: MapResult) -> None:
-        """Push a result into the Bokeh models (runs on the document's thread).
-
-        Callbacks queued before the browser connects may run out of order: a result older
-        than the one on screen is dropped, so the last request always wins.
-        """
-        if result.request.seq < self._shown:
-            return
-        self._shown = result.request.seq
+        """Push a result into the Bokeh models (on the document's thread, via :attr:`renders`,
+        which drops a result older than the one on screen)."""
         f = result.frame
         v = f.view
         url = "data:image/png;base64," + base64.b64encode(f.png).decode("ascii")
@@ -364,8 +303,6 @@ class MapView:
             if data or any(len(v) for v in src.data.values()):
                 src.data = data or {k: [] for k in src.data}
         if f.mode == "numeric" and f.span:
-            from .raster import palette
-
             self.color_mapper.palette = palette(result.request.style.cmap)
             self.color_mapper.low, self.color_mapper.high = f.span
             self.color_bar.title = f.color_by or ""

@@ -8,25 +8,13 @@ import numpy as np
 
 from embviz.dataset import Dataset
 
-__all__ = ["neighbours_for", "sample_record"]
+__all__ = ["neighbour_cards", "neighbours_for", "sample_record"]
 
 
 def sample_record(ds: Dataset, sample_id: int) -> dict[str, Any]:
     """All samples-table fields of ``sample_id`` (reads one partition, filtered), or {}."""
-    import pyarrow.parquet as pq
-
-    entry = ds.table("samples")
-    for part in entry["partitions"]:
-        lo, hi = part.get("id_range") or (None, None)
-        if lo is not None and not lo <= sample_id <= hi:
-            continue
-        table = pq.read_table(
-            ds.root / entry["dir"] / part["file"], filters=[("id", "==", sample_id)]
-        )
-        if table.num_rows:
-            row = table.slice(0, 1).to_pylist()[0]
-            return {k: v for k, v in row.items() if k != "thumb_id"}
-    return {}
+    rows = ds.read_ids("samples", [sample_id]).slice(0, 1).to_pylist()
+    return {k: v for k, v in rows[0].items() if k != "thumb_id"} if rows else {}
 
 
 def neighbours_for(ds: Dataset, store, projection_meta: dict, sample_id: int, k: int = 8):
@@ -54,7 +42,7 @@ def neighbours_for(ds: Dataset, store, projection_meta: dict, sample_id: int, k:
     x, y = float(store.x[row]), float(store.y[row])
     e = store.extent
     radius = max(e.x1 - e.x0, e.y1 - e.y0) / 1000
-    from .store import View
+    from embviz.render.store import View
 
     for _ in range(12):
         rows = store.rows_in(View(x - radius, x + radius, y - radius, y + radius))
@@ -65,3 +53,16 @@ def neighbours_for(ds: Dataset, store, projection_meta: dict, sample_id: int, k:
     order = np.argsort(d)
     out = [(int(store.ids[rows[i]]), float(d[i])) for i in order if store.ids[rows[i]] != sample_id]
     return "map", out[:k]
+
+
+def neighbour_cards(ds: Dataset, store, projection_meta: dict, sample_id: int, thumb_url):
+    """The detail panel's neighbour cards of ``sample_id``: ``(space, [{id, label, src,
+    distance}, ...])``, labels from ``store``, images from ``thumb_url(id)``."""
+    space, near = neighbours_for(ds, store, projection_meta, sample_id, k=8)
+    rows = store.row_of(np.array([i for i, _ in near], dtype=np.int64))
+    label_col = store.categorical.get("label")
+    items = []
+    for (nid, dist), row in zip(near, rows, strict=True):
+        label = label_col[1][label_col[0][row]] if label_col is not None and row >= 0 else ""
+        items.append({"id": nid, "label": str(label), "src": thumb_url(nid), "distance": dist})
+    return space, items

@@ -12,7 +12,6 @@ __all__ = [
     "explorer_page",
     "release_memory",
     "return_large_blocks",
-    "serve",
     "warm_up",
 ]
 
@@ -93,7 +92,7 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
 
     pn.extension("deckgl", sizing_mode="stretch_width")
     return_large_blocks()
-    routes.install()  # `panel serve` without --plugins: add the image routes to this server
+    missing = routes.missing_message()  # served without --plugins embviz.app.routes
     if reports:
         from .schedule import schedule_from_settings
 
@@ -124,10 +123,18 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
     if doc is not None and getattr(doc, "session_context", None) is not None:
         doc.on_session_destroyed(release_memory)
     if pn.state.location is not None:
-        pn.state.location.sync(explorer, URL_STATE)
+        pn.state.location.sync(explorer.session, URL_STATE)
     header = [pn.pane.HTML(links, sizing_mode="stretch_width")] if links else []
+    if missing:
+        header.append(
+            pn.pane.HTML(
+                f'<div class="embviz-routes-missing" style="color:#b3261e">{html.escape(missing)}'
+                "</div>",
+                sizing_mode="stretch_width",
+            )
+        )
     return _template(
-        title=f"embviz · {explorer._ds.name}",
+        title=f"embviz · {explorer.session.dataset.name}",
         sidebar=[explorer.sidebar()],
         main=[*header, explorer.main()],
         sidebar_width=320,
@@ -135,13 +142,28 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
 
 
 def _template(**params):
-    """The page around the explorer (or its error message)."""
+    """The page around the explorer (or its error message); it loads nothing from other hosts."""
     import panel as pn
+    from panel.theme.fast import Fast
 
+    # Panel's Fast design links Google's Open Sans stylesheet into every page, so the page
+    # waited on (and told) fonts.googleapis.com, and offline it fell back anyway. The same
+    # design without that link, and the system's font. It keeps the class name "Fast": Panel
+    # finds the design's bundled files (fast/js/fast_design.js) by it.
+    design = pn.state.as_cached(
+        "embviz-fast-design",
+        lambda: type(
+            "Fast",
+            (Fast,),
+            {"_resources": {k: v for k, v in Fast._resources.items() if k != "font"}},
+        ),
+    )
     # No header spinner: Panel drives every page's spinner from one process-wide "busy" flag,
     # so it spun in everyone's page whenever anyone panned, and each pan updated every open
     # page (25 sessions: the event loop saturated, p50 frame 4 s). The status line is per map.
-    return pn.template.FastListTemplate(busy_indicator=None, **params)
+    return pn.template.FastListTemplate(
+        busy_indicator=None, design=design, font="system-ui, sans-serif", **params
+    )
 
 
 def release_memory(*_args) -> None:
@@ -207,16 +229,16 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
     import threading
 
     from embviz.dataset import open_dataset
+    from embviz.render.raster import Renderer, Style
+    from embviz.render.store import View, load_store
 
-    from .explorer import projection_choices
-    from .raster import Renderer, Style
-    from .store import View, load_store
+    from .session import projection_choices
 
     ds = open_dataset(dataset)
     projections = [p for c in projection_choices(ds).values() for p in c.values()]
 
     def frames(projection: str, first_only: bool) -> None:
-        store = load_store(ds.root, projection)
+        store = load_store(ds, projection)
         r = Renderer(store)
         e = store.extent
         cats = list(store.categorical)[:1]
@@ -256,46 +278,3 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
         threading.Thread(target=everything, name="embviz-warm-up", daemon=True).start()
     else:
         everything()
-
-
-def serve(
-    dataset: str | Path | list[str | Path],
-    *,
-    port: int = 5006,
-    address: str = "localhost",
-    show: bool = False,
-    reports: str | Path | None = None,
-) -> None:
-    """Serve the explorer for ``dataset`` (one or several) at ``http://address:port/explorer``
-    until interrupted; with several, ``?dataset=KEY`` picks one (:func:`dataset_keys`).
-
-    ``reports``: a report settings file; its schedule runs in this server process.
-    """
-    import logging
-
-    import panel as pn
-
-    from . import routes
-
-    datasets = list(dataset) if isinstance(dataset, list | tuple) else [dataset]
-    for i, d in enumerate(datasets):
-        try:
-            warm_up(d)
-        except Exception as exc:
-            if len(datasets) == 1:
-                raise  # one dataset: fail now, with its own message, rather than per session
-            # Several: serve the others; this one's page says what is wrong.
-            logging.getLogger(__name__).error("dataset %d (%s) cannot be opened: %s", i, d, exc)
-    if reports:
-        from embviz.config import load_report_settings
-
-        load_report_settings(reports)  # a bad settings file fails now, naming the key
-    pn.serve(
-        {"explorer": lambda: explorer_page(datasets, reports=reports)},
-        port=port,
-        address=address,
-        show=show,
-        websocket_origin=[f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"],
-        extra_patterns=routes.extra_patterns(),
-        title="embviz",
-    )

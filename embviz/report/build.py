@@ -91,10 +91,10 @@ def write_report(
     projection = choose_projection(ds)
     store = renderer = None
     if projection is not None:
-        from embviz.app.raster import Renderer
-        from embviz.app.store import load_store
+        from embviz.render.raster import Renderer
+        from embviz.render.store import load_store
 
-        store = load_store(ds.root, projection)
+        store = load_store(ds, projection)
         renderer = Renderer(store)
     maps, pngs = sections.overview(ds, projection, store, renderer, width, height, notes)
     parts.append(("maps", "Overview maps", maps))

@@ -15,7 +15,6 @@ __all__ = [
     "crosstab",
     "duplicate_groups",
     "load_samples",
-    "read_thumbnails",
     "reference_split",
     "top_rows",
 ]
@@ -193,32 +192,6 @@ def duplicate_groups(group: np.ndarray, *, top: int, per_group: int) -> Picks:
         rows = hit[group[hit] == gid][:per_group]
         picks.groups.append((int(gid), int(size), rows))
     return picks
-
-
-def read_thumbnails(ds, thumb_ids) -> dict[int, bytes]:
-    """Image bytes of the given thumbnail ids, read in one filtered pass per partition."""
-    import pyarrow.parquet as pq
-
-    wanted = np.unique(np.asarray([t for t in thumb_ids if t is not None and t >= 0], np.int64))
-    if not len(wanted) or not ds.has("thumbnails"):
-        return {}
-    entry = ds.table("thumbnails")
-    found: dict[int, bytes] = {}
-    for part in entry["partitions"]:
-        lo, hi = part.get("id_range") or (None, None)
-        here = wanted if lo is None else wanted[(wanted >= lo) & (wanted <= hi)]
-        if not len(here):
-            continue
-        table = pq.read_table(
-            ds.root / entry["dir"] / part["file"],
-            columns=["thumb_id", "image"],
-            filters=[("thumb_id", "in", [int(t) for t in here])],
-        )
-        for tid, image in zip(
-            table.column("thumb_id").to_pylist(), table.column("image").to_pylist(), strict=True
-        ):
-            found[int(tid)] = image
-    return found
 
 
 def reference_split(names: list[str], counts: np.ndarray) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from embviz.images import read_thumbnails
+
 from .data import (
     Categories,
     Samples,
     crosstab,
     duplicate_groups,
-    read_thumbnails,
     reference_split,
     top_rows,
 )
@@ -28,7 +29,7 @@ SHIFT_ROWS = 30  #: classes listed in each split-share table
 
 def legend(names: list[str], counts: dict[str, int]) -> Markup:
     """Legend entries in the store's category order, colours from ``category_colors``."""
-    from embviz.app.raster import category_colors
+    from embviz.render.raster import category_colors
 
     colors = category_colors(len(names))
     shown = range(len(names))

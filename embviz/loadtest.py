@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .store import View
+from embviz.render.store import View
 
 __all__ = ["LoadResult", "Person", "run_people", "run_sync", "walk"]
 

@@ -1,12 +1,4 @@
-"""Per-sample curation scores from an embedding's neighbours: outliers, uniqueness, label issues, clusters.
-
-Every function takes the saved neighbour lists as *row positions* (``nbr`` int64 ``(n, k)``,
--1 where a neighbour is missing) and their distances (``dist`` float32 ``(n, k)``, ``inf``
-where missing, nearest first), as :func:`neighbour_rows` turns the ``index`` step's table into.
-All work is vectorised numpy (chunked where a step needs ``(n, k, k)`` temporaries), so the
-functions run on tens of millions of rows; rows with no neighbour get NaN or -1. Duplicate
-groups live in :mod:`embviz.duplicates`.
-"""
+"""Label issues: how likely each row's label is wrong, from its neighbours' vote, a classifier and a model's predictions."""
 
 from __future__ import annotations
 
@@ -14,155 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = [
-    "CLASSIFIER_BELOW",
-    "OUTLIER_METHODS",
-    "LabelIssues",
-    "assign_clusters",
-    "cluster_names",
-    "default_clusters",
-    "fit_centroids",
-    "label_issues",
-    "neighbour_rows",
-    "outlier_scores",
-    "rank01",
-    "uniqueness",
-    "wants_classifier",
-]
+from .neighbours import valid_neighbours
 
-#: Rows per chunk where a step builds ``(rows, k, k)`` temporaries.
+__all__ = ["CLASSIFIER_BELOW", "LabelIssues", "label_issues", "wants_classifier"]
+
+#: Rows per chunk of the vote, which builds ``(rows, k, k)`` temporaries.
 _CHUNK = 65_536
 
 
-def neighbour_rows(ids: np.ndarray, neighbour_ids: np.ndarray) -> np.ndarray:
-    """Map neighbour sample ids to row positions in ``ids``; -1 for ids not in ``ids`` (or -1).
-
-    ``ids`` are the rows' sample ids in the order the scores are computed (the samples
-    table's order); ``neighbour_ids`` any integer array of sample ids.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    q = np.asarray(neighbour_ids, dtype=np.int64)
-    if len(ids) == 0:
-        return np.full(q.shape, -1, dtype=np.int64)
-    lo, hi = int(ids.min()), int(ids.max())
-    if hi - lo <= 4 * len(ids) + 1024:
-        # Ids are dense (ingest numbers them 0..n-1): a lookup table beats binary search ~10x.
-        table = np.full(hi - lo + 1, -1, dtype=np.int64)
-        table[ids - lo] = np.arange(len(ids))
-        inside = (q >= lo) & (q <= hi)
-        return np.where(inside, table[np.where(inside, q - lo, 0)], -1)
-    sorter = np.argsort(ids, kind="stable")
-    sorted_ids = ids[sorter]
-    at = np.minimum(np.searchsorted(sorted_ids, q), len(ids) - 1)
-    return np.where(sorted_ids[at] == q, sorter[at], -1).astype(np.int64)
-
-
-def rank01(values: np.ndarray) -> np.ndarray:
-    """Percentile rank of each value in [0, 1] (ties share their mean rank); NaN stays NaN.
-
-    Spreads any score evenly over a colour scale: 0.99 means "higher than 99% of the rows".
-    """
-    from scipy.stats import rankdata
-
-    values = np.asarray(values, dtype=np.float64)
-    out = np.full(values.shape, np.nan, dtype=np.float32)
-    ok = np.isfinite(values)
-    m = int(ok.sum())
-    if m == 1:
-        out[ok] = 1.0
-    elif m > 1:
-        out[ok] = ((rankdata(values[ok]) - 1.0) / (m - 1)).astype(np.float32)
-    return out
-
-
-def _valid(nbr: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    return (nbr >= 0) & np.isfinite(dist)
-
-
-def _mean_valid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    count = valid.sum(axis=1)
-    total = np.where(valid, values, 0.0).sum(axis=1, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-#: Outlier scores: ``knn`` (mean distance to the k neighbours), ``lof`` (local outlier factor:
-#: density relative to the neighbours' densities) and ``blend`` (mean of their ranks).
-OUTLIER_METHODS = ("knn", "lof", "blend")
-
-
-def outlier_scores(nbr: np.ndarray, dist: np.ndarray, *, method: str = "knn") -> np.ndarray:
-    """How unusual each row is, as a percentile rank in [0, 1] (1 = the most unusual).
-
-    Parameters
-    ----------
-    nbr, dist : neighbour rows and distances (see the module docstring).
-    method : ``knn`` (default) ranks the mean distance to the k neighbours: it finds points
-        far from everything, even a loose group of outliers that are each other's
-        neighbours, but ranks every member of a sparse class above a dense one. ``lof`` is the
-        local outlier factor (reachability distances, Breunig et al. 2000): density relative to
-        the neighbours' densities, fair to sparse classes but blind to outliers whose
-        neighbours are outliers too. ``blend`` averages the two ranks. On 50 photo crops
-        planted among 5,000 MNIST digits (``benchmarks/bench_curate.py``), k = 10: ``knn``
-        put all 50 in its top 50, ``lof`` 33 and ``blend`` 33.
-
-    Returns float32 ``(n,)``; NaN for rows with no neighbour.
-    """
-    if method not in OUTLIER_METHODS:
-        raise ValueError(f"unknown outlier method {method!r}; valid: {list(OUTLIER_METHODS)}")
-    valid = _valid(nbr, dist)
-    kdist = _mean_valid(dist, valid)
-    if method == "knn":
-        return rank01(kdist)
-    lof = _lof(nbr, dist, valid)
-    if method == "lof":
-        return rank01(lof)
-    both = (rank01(kdist).astype(np.float64) + rank01(lof)) / 2
-    return rank01(both)
-
-
-def _lof(nbr: np.ndarray, dist: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Local outlier factor with k = each row's valid neighbour count."""
-    safe = np.where(valid, nbr, 0)
-    # k-distance: distance to the farthest valid neighbour.
-    kth = np.where(valid, dist, -np.inf).max(axis=1)
-    kth = np.where(np.isfinite(kth), kth, np.nan)
-    reach = np.maximum(dist, kth[safe])
-    mean_reach = _mean_valid(reach, valid & np.isfinite(reach))
-    # Exact duplicates make reachability 0; a floor keeps densities finite.
-    floor = (
-        max(float(np.nanmedian(mean_reach)) * 1e-3, 1e-9) if np.isfinite(mean_reach).any() else 1
-    )
-    lrd = 1.0 / np.maximum(mean_reach, floor)
-    nb_lrd = lrd[safe]
-    return _mean_valid(nb_lrd, valid & np.isfinite(nb_lrd)) / lrd
-
-
-def uniqueness(dist: np.ndarray, *, weights: tuple[float, ...] = (0.6, 0.3, 0.1)) -> np.ndarray:
-    """How far each row lies from its nearest neighbours, in [0, 1] (FiftyOne's definition).
-
-    The weighted distance to the first ``len(weights)`` neighbours (nearest weighted most),
-    divided by its maximum over the rows: 1 is the loneliest row, 0 an exact duplicate. Unlike
-    :func:`outlier_scores` (a rank) it keeps the distances' proportions, so a few far rows
-    squeeze the rest towards 0.
-
-    Returns float32 ``(n,)``; NaN for rows with no neighbour.
-    """
-    m = min(len(weights), dist.shape[1])
-    d = dist[:, :m].astype(np.float64)
-    w = np.asarray(weights[:m], dtype=np.float64)
-    ok = np.isfinite(d)
-    wsum = (ok * w).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        raw = np.where(wsum > 0, np.where(ok, d, 0.0) @ w / wsum, np.nan)
-    raw = np.maximum(raw, 0.0)  # float32 cosine can dip below 0 for identical vectors
-    top = np.nanmax(raw) if np.isfinite(raw).any() else np.nan
-    if not top > 0:
-        return np.where(np.isfinite(raw), 0.0, np.nan).astype(np.float32)
-    return (raw / top).astype(np.float32)
-
-
-# -- label issues ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LabelIssues:
     """What :func:`label_issues` found.
@@ -285,7 +136,7 @@ def label_issues(
     Parameters
     ----------
     labels : int class codes ``(n,)``, -1 for unlabelled rows; ``prediction`` uses the same codes.
-    nbr, dist : neighbour rows and distances (see the module docstring).
+    nbr, dist : neighbour rows and distances (see :mod:`embviz.scores`).
     vectors : ``(n, d)`` embedding rows, for the classifier.
     prediction, confidence : a model's predicted codes (-1 none) and its confidence in [0, 1]
         (NaN or None: 1).
@@ -332,7 +183,7 @@ def label_issues(
     for s in range(0, n, _CHUNK):
         sl = slice(s, min(n, s + _CHUNK))
         m = sl.stop - sl.start
-        valid = _valid(nbr[sl], dist[sl])
+        valid = valid_neighbours(nbr[sl], dist[sl])
         nb_labels = np.where(valid, labels[np.where(valid, nbr[sl], 0)], -1)
         w = np.where(nb_labels >= 0, 1.0 / (np.maximum(dist[sl], 0.0) + delta), 0.0)
         total = w.sum(axis=1)
@@ -373,63 +224,3 @@ def label_issues(
         suggested=suggested,
         method="+".join(used),
     )
-
-
-# -- clusters ----------------------------------------------------------------------------------
-def default_clusters(n: int) -> int:
-    """The default cluster count for ``n`` rows: 20, fewer below 1,000 rows (one per 50)."""
-    return int(min(20, max(1, n // 50)))
-
-
-def fit_centroids(
-    vectors: np.ndarray, *, k: int, metric: str = "cosine", seed: int = 0, niter: int = 20
-) -> np.ndarray:
-    """k-means centroids of ``vectors`` (faiss; spherical for ``cosine``). ``k`` is capped at n.
-
-    Fit on a sample (a few hundred rows per centroid is plenty) and label every row with
-    :func:`assign_clusters`.
-    """
-    from .index import _faiss, _prepare
-
-    faiss = _faiss()
-    x = _prepare(vectors, metric)
-    k = int(max(1, min(k, len(x))))
-    km = faiss.Kmeans(
-        x.shape[1],
-        k,
-        niter=niter,
-        seed=seed,
-        spherical=metric == "cosine",
-        min_points_per_centroid=1,  # no faiss warning on small data sets
-        max_points_per_centroid=512,
-    )
-    km.train(x)
-    return np.asarray(km.centroids, dtype=np.float32)
-
-
-def assign_clusters(vectors: np.ndarray, centroids: np.ndarray, *, metric: str = "cosine"):
-    """The nearest centroid's number for each row, int64 ``(n,)``."""
-    from .index import _faiss, _prepare
-
-    faiss = _faiss()
-    x = _prepare(vectors, metric)
-    index = faiss.IndexFlatIP(x.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(x.shape[1])
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    _, nearest = index.search(x, 1)
-    return nearest[:, 0].astype(np.int64)
-
-
-def cluster_names(codes: np.ndarray, k: int) -> tuple[np.ndarray, list[str]]:
-    """Renumber clusters largest first and name them with zero-padded numbers.
-
-    Returns ``(codes, names)``: codes ``(n,)`` with 0 the largest cluster (-1 stays -1) and
-    names ``["00", "01", ...]`` (strings, so they sort and read as categories).
-    """
-    codes = np.asarray(codes, dtype=np.int64)
-    size = np.bincount(codes[codes >= 0], minlength=k)
-    order = np.argsort(-size, kind="stable")
-    rank = np.empty(k, dtype=np.int64)
-    rank[order] = np.arange(k)
-    width = len(str(max(k - 1, 0)))
-    renumbered = np.where(codes >= 0, rank[np.maximum(codes, 0)], -1)
-    return renumbered, [f"{i:0{width}d}" for i in range(k)]

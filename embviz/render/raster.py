@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from .colors import category_colors, difference_rgba, palette, rgb
 from .store import PointStore, View
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "difference_rgba",
     "encode_png",
     "palette",
+    "rgb",
 ]
 
 #: Beyond this many categories a per-category stack (H x W x k) costs too much memory and time;
@@ -32,29 +34,6 @@ __all__ = [
 MAX_STACKED_CATEGORIES = 40
 
 Mode = Literal["category", "numeric", "density"]
-
-
-def category_colors(n: int) -> list[str]:
-    """``n`` distinct colours: Category10 first, then Glasbey (stable for a given category order)."""
-    import colorcet
-
-    base = list(colorcet.b_glasbey_category10)
-    return [base[i % len(base)] for i in range(n)]
-
-
-def palette(name: str) -> list[str]:
-    """A 256-colour palette by name: colorcet's (``fire``, ``bmy``...) or Bokeh's ``viridis`` family."""
-    import bokeh.palettes
-    import colorcet
-
-    if name in colorcet.palette:
-        return list(colorcet.palette[name])
-    found = getattr(bokeh.palettes, f"{name.capitalize()}256", None)
-    if found is None:
-        raise ValueError(
-            f"unknown colormap {name!r}; use a colorcet name or viridis/magma/inferno/plasma/cividis"
-        )
-    return list(found)
 
 
 @dataclass(frozen=True)
@@ -87,10 +66,6 @@ class Frame:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _rgb(colors: list[str]) -> np.ndarray:
-    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=np.uint8)
-
-
 def encode_png(img, *, background: str = "#ffffff") -> bytes:
     """An 8-bit palette PNG of a datashader Image, composited over ``background``.
 
@@ -103,9 +78,9 @@ def encode_png(img, *, background: str = "#ffffff") -> bytes:
     from .kernels import flatten_over
 
     rgba = np.ascontiguousarray(img.values, dtype=np.uint32)
-    bg = _rgb([background])[0].astype(np.float64)
-    rgb = flatten_over(rgba, bg, np.empty((*rgba.shape, 3), dtype=np.uint8))
-    pal = Image.fromarray(rgb, "RGB").quantize(
+    bg = rgb([background])[0].astype(np.float64)
+    flat = flatten_over(rgba, bg, np.empty((*rgba.shape, 3), dtype=np.uint8))
+    pal = Image.fromarray(flat, "RGB").quantize(
         255, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
     )
     index = np.asarray(pal).copy()
@@ -116,40 +91,6 @@ def encode_png(img, *, background: str = "#ffffff") -> bytes:
     buf = io.BytesIO()
     out.save(buf, format="PNG", compress_level=1, transparency=255)
     return buf.getvalue()
-
-
-def difference_rgba(
-    values: np.ndarray, a: int, b: int, *, alpha: int = 255, smooth: int = 7
-) -> np.ndarray:
-    """Packed RGBA (H, W) uint32 showing where category ``a`` of a count stack ``values``
-    (H, W, k) is over- or under-represented against category ``b``.
-
-    Each group's counts are divided by its total in view, so a group ten times larger does not
-    win everywhere: a pixel's colour is ``(share_b - share_a) / (share_a + share_b)`` on a
-    blue-grey-red scale (blue: only A, red: only B); its alpha grows with the points there.
-    Shares are compared over a ``smooth`` x ``smooth`` pixel window, since single pixels hold
-    too few points to compare. Pixels holding neither group are transparent.
-    """
-    import colorcet
-    from scipy.ndimage import uniform_filter
-
-    from .kernels import alpha_lut
-
-    ca = uniform_filter(values[..., a].astype(np.float64), size=smooth, mode="constant")
-    cb = uniform_filter(values[..., b].astype(np.float64), size=smooth, mode="constant")
-    sa = ca / max(ca.sum(), 1.0)
-    sb = cb / max(cb.sum(), 1.0)
-    total = sa + sb
-    d = np.divide(sb - sa, total, out=np.zeros_like(total), where=total > 0)
-    lut = _rgb(list(colorcet.coolwarm))
-    idx = np.clip(np.rint((d + 1) * 0.5 * (len(lut) - 1)), 0, len(lut) - 1).astype(np.int64)
-    n = (values[..., a] + values[..., b]).astype(np.int64)
-    out = np.zeros((*n.shape, 4), dtype=np.uint8)
-    out[..., :3] = lut[idx]
-    lut_a = alpha_lut(n, min_alpha=min(90, alpha), max_alpha=alpha)
-    out[..., 3] = lut_a[np.minimum(n, len(lut_a) - 1)]
-    out[n == 0] = 0
-    return out.view(np.uint32)[..., 0]
 
 
 def _nonempty(view: View) -> View:
@@ -207,11 +148,12 @@ class Renderer:
     def _columns(self, view: View, mask: np.ndarray | None, extra: dict[str, np.ndarray]):
         """x, y and extra columns of the rows that may lie in ``view`` (a view when all do)."""
         s = self.store
-        if mask is not None:
-            rows = s.window(view)
-            rows = np.flatnonzero(mask) if isinstance(rows, slice) else rows[mask[rows]]
-            return s.x[rows], s.y[rows], {k: v[rows] for k, v in extra.items()}, len(rows)
         runs = s.runs(view)
+        if mask is not None:
+            rows = np.concatenate(
+                [np.flatnonzero(mask[a:b]) + a for a, b in runs] or [np.empty(0, np.int64)]
+            )
+            return s.x[rows], s.y[rows], {k: v[rows] for k, v in extra.items()}, len(rows)
         if sum(b - a for a, b in runs) > GATHER_LIMIT * s.n:
             # Most rows: Datashader skips the points outside the view about as fast as they
             # could be copied out, and the copy (9 bytes a point) would sit in every render.
@@ -321,7 +263,7 @@ class Renderer:
             else:
                 rgba = mix_categories(
                     values,
-                    _rgb(category_colors(len(names))).astype(np.float32),
+                    rgb(category_colors(len(names))).astype(np.float32),
                     visible,
                     alpha_lut(totals, min_alpha=min(60, alpha), max_alpha=alpha),
                     np.empty(values.shape[:2], dtype=np.uint32),
@@ -338,7 +280,7 @@ class Renderer:
             per = agg.attrs["counts"]
             counts = {name: int(c) for name, c in zip(names, per, strict=True)}
             rgba = np.zeros((*n.shape, 4), dtype=np.uint8)
-            rgba[..., :3] = _rgb(category_colors(len(names)))[code]
+            rgba[..., :3] = rgb(category_colors(len(names)))[code]
             rgba[..., 3] = alpha_lut(n, min_alpha=min(60, alpha), max_alpha=alpha)[
                 np.minimum(n, 1 << 16)
             ]

@@ -1,0 +1,111 @@
+"""The filter panel: categories as multi-choice lists with their counts, numbers as range sliders
+over the values' histogram. Every change goes to the session, which owns the filters."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import panel as pn
+
+from .session import NOT_COLOURS, Session
+
+__all__ = ["FilterPanel", "histogram_svg"]
+
+#: Categorical columns with more values than this get no filter widget (they still colour).
+MAX_CHOICES = 200
+#: Bars in a numeric filter's histogram.
+BINS = 40
+#: Numeric columns longer than this are histogrammed on an even subsample.
+SAMPLE_ROWS = 2_000_000
+
+
+def histogram_svg(values: np.ndarray, lo: float, hi: float, *, width: int = 260) -> str:
+    """A small inline SVG bar chart of ``values`` between ``lo`` and ``hi`` (no text in it)."""
+    counts, _ = np.histogram(values, bins=BINS, range=(lo, hi))
+    top = counts.max() or 1
+    bar = width / BINS
+    rects = "".join(
+        f'<rect x="{i * bar:.1f}" y="{28 - 28 * c / top:.1f}" width="{bar * 0.9:.1f}" '
+        f'height="{28 * c / top:.1f}"/>'
+        for i, c in enumerate(counts)
+        if c
+    )
+    return (
+        f'<svg class="embviz-histogram" width="{width}" height="28" '
+        f'style="fill:#8aa4c8;display:block">{rects}</svg>'
+    )
+
+
+class FilterPanel(pn.viewable.Viewer):
+    """Filter widgets for the columns of the session's map, rebuilt when the map changes."""
+
+    def __init__(self, session: Session, **params):
+        super().__init__(**params)
+        self.session = session
+        self._layout = pn.Column(sizing_mode="stretch_width", css_classes=["embviz-filters"])
+        self._built_for = None
+        self._build()
+        session.param.watch(self._build, ["projection", "tags_version"])
+
+    def _build(self, *_events) -> None:
+        store = self.session.store
+        if store is self._built_for:
+            return
+        self._built_for = store
+        widgets = [
+            self._category(name, codes, names)
+            for name, (codes, names) in store.categorical.items()
+            if len(names) <= MAX_CHOICES
+        ]
+        for name, values in store.numeric.items():
+            if name not in NOT_COLOURS:
+                widgets += self._number(name, values)
+        self._layout.objects = widgets
+
+    def _category(self, name: str, codes: np.ndarray, names: list[str]):
+        counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(names))
+        chosen = self.session.filters.get(name, [])
+        w = pn.widgets.MultiChoice(
+            label=name,
+            placeholder="all",
+            # Bokeh's MultiChoice (Choices.js) renders option labels as HTML: escape them.
+            options={f"{html.escape(n)} ({c:,})": n for n, c in zip(names, counts, strict=True)},
+            value=[v for v in chosen if v in names],
+            sizing_mode="stretch_width",
+            css_classes=["embviz-filter-category"],
+        )
+        w.param.watch(lambda e, n=name: self.session.set_filter(n, list(e.new)), "value")
+        return w
+
+    def _number(self, name: str, values: np.ndarray) -> list:
+        sample = values if len(values) <= SAMPLE_ROWS else values[:: len(values) // SAMPLE_ROWS]
+        finite = sample[np.isfinite(sample)]
+        if not len(finite) or finite.min() == finite.max():
+            return []
+        lo, hi = float(finite.min()), float(finite.max())
+        cur = self.session.filters.get(name) or [lo, hi]
+        w = pn.widgets.RangeSlider(
+            label=name,
+            start=lo,
+            end=hi,
+            value=(max(lo, float(cur[0])), min(hi, float(cur[1]))),
+            step=(hi - lo) / 200,
+            sizing_mode="stretch_width",
+            css_classes=["embviz-filter-range"],
+        )
+        w.param.watch(
+            lambda e, n=name, a=lo, b=hi: self.session.set_filter(
+                n, [] if e.new == (a, b) else [float(e.new[0]), float(e.new[1])]
+            ),
+            "value_throttled",
+        )
+        return [w, pn.pane.HTML(histogram_svg(finite, lo, hi), margin=(0, 10))]
+
+    @property
+    def widgets(self) -> list:
+        """The filter widgets shown (one per column, a histogram after each range)."""
+        return list(self._layout.objects)
+
+    def __panel__(self):
+        return self._layout

@@ -1,0 +1,175 @@
+"""The 2D map panel: a session's server-rendered map and its legend.
+
+It keeps one :class:`~embviz.app.mapview.MapView` in step with the :class:`Session`: a new
+projection (or a new tag column) builds a new map, colour and style changes re-shade, filters
+re-aggregate, the grid's samples are outlined, and frames, selections and taps go back to the
+session.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import panel as pn
+import param
+
+from .mapview import MapResult, MapView
+from .session import Session
+from .widgets import Legend
+
+__all__ = ["MapPanel"]
+
+_STYLE = ["color_by", "point_size", "opacity", "dynspread", "hidden", "difference"]
+
+
+class MapPanel(pn.viewable.Viewer):
+    """The session's 2D map with tooltips and images once zoomed in.
+
+    Tooltips appear once the view holds at most ``hover_limit`` points, images at the points
+    once it holds at most ``sprite_limit``.
+    """
+
+    hover_limit = param.Integer(
+        default=3000, bounds=(0, 20000), doc="Views holding at most this many points get tooltips."
+    )
+    sprite_limit = param.Integer(
+        default=400, bounds=(0, 3000), doc="Views holding at most this many points draw images."
+    )
+
+    def __init__(self, session: Session, **params):
+        super().__init__(**params)
+        self.session = session
+        self.legend = Legend(title="")
+        self.legend.param.watch(lambda e: setattr(session, "hidden", list(e.new)), "hidden")
+        self.pane = pn.pane.Bokeh(sizing_mode="stretch_both", min_height=640)
+        self.map: MapView | None = None
+        session.on_detach(self._detach)
+        self._build()
+        session.param.watch(self._build, ["projection", "tags_version"])
+        session.param.watch(self._restyle, _STYLE)
+        session.param.watch(self._filter, ["filters"])
+        session.param.watch(self._follow_view, ["view"])
+        session.param.watch(self._outline, ["grid_ids"])
+
+    # -- building -------------------------------------------------------------------------------
+    def _build(self, *_events) -> None:
+        s = self.session
+        store = s.store
+        if self.map is not None and self.map.store is store:
+            return
+        old = self.map
+        self.map = MapView(
+            store,
+            thumb_url=s.thumb_url if s.has_images else None,
+            describe=self._describe,
+            hover_limit=self.hover_limit,
+            sprite_limit=self.sprite_limit,
+            on_frame=self._on_frame,
+            on_select=lambda rows: s.show(np.asarray(store.ids[rows])),
+            on_tap=lambda row: row is not None and s.open(int(store.ids[row])),
+        )
+        self.map.set_style_source(s.style)
+        self.map.mask = s.mask_for(store)
+        self.map.mask_key = s.filter_key
+        self.map.highlight_rows = self._rows(store)
+        same_map = old is not None and old.store.key == store.key
+        if same_map and old.last is not None:  # a new tag column: stay where the person is
+            self.map.set_view(old.view)
+        elif s.view and len(s.view) == 4:  # e.g. set by the URL
+            from embviz.render.store import View
+
+            self.map.set_view(View(*map(float, s.view)))
+        self.pane.object = self.map.figure
+        self.map.doc = s.doc
+        # In a server session the first frame renders on the pool and arrives over the
+        # websocket, so the page is sent at once; elsewhere (tests, scripts) it renders now.
+        self.map.refresh(wait=self.map.doc is None)
+
+    def _detach(self) -> None:
+        if self.map is not None:
+            self.map.doc = None  # frames still rendering are dropped, not sent to a closed page
+
+    def attach(self, doc) -> None:
+        """Send frames to ``doc`` (the session's document) from now on."""
+        if self.map is not None:
+            self.map.doc = doc
+
+    # -- keeping in step --------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        self.map.refresh(wait=self.map.doc is None)
+
+    def _restyle(self, *_events) -> None:
+        if self.map is not None:
+            self._refresh()
+
+    def _filter(self, *_events) -> None:
+        if self.map is None:
+            return
+        self.map.mask = self.session.mask_for(self.map.store)
+        self.map.mask_key = self.session.filter_key
+        if self.map.last is not None:
+            self._refresh()
+
+    def _follow_view(self, event) -> None:
+        # A view set from outside (the URL, Python) moves the plot; the map's own frames set
+        # ``view`` to what they show, which is already where the plot is.
+        from embviz.render.store import View
+
+        if self.map is None or len(event.new) != 4:
+            return
+        v = View(*map(float, event.new))
+        if v != self.map.view:
+            self.map.set_view(v)
+            self.map.refresh(v)
+
+    def _rows(self, store) -> np.ndarray | None:
+        if self.session.grid_ids is None:
+            return None
+        rows = store.row_of(self.session.shown_ids)
+        return rows[rows >= 0]
+
+    def _outline(self, *_events) -> None:
+        if self.map is not None:
+            self.map.highlight_rows = self._rows(self.map.store)
+            self._refresh()
+
+    # -- what the map reports ---------------------------------------------------------------------
+    def _describe(self, rows: np.ndarray) -> dict[str, list]:
+        """Tooltip text for store rows: every categorical and numeric column, as plain text."""
+        s = self.map.store
+        lines = [[f"id {int(i)}"] for i in s.ids[rows]]
+        for name, (codes, names) in s.categorical.items():
+            for line, c in zip(lines, codes[rows], strict=True):
+                line.append(f"{name}: {names[c]}")
+        for name, values in s.numeric.items():
+            for line, v in zip(lines, values[rows], strict=True):
+                line.append(f"{name}: {v:.4g}")
+        return {"text": ["\n".join(line) for line in lines]}
+
+    def _on_frame(self, result: MapResult) -> None:
+        s = self.session
+        f = result.frame
+        mode, col = s.color_mode()
+        if mode == "category" and col in self.map.store.categorical:
+            self.legend.param.update(
+                items=self.map.legend_items(self.map.store, col, f.counts),
+                hidden=[h for h in s.hidden if h in f.counts],
+                title=col,
+            )
+            self.legend.visible = True
+        else:
+            self.legend.visible = False
+        shown = len(result.points["id"]) if result.points else 0
+        extra = f" · {shown:,} with tooltips" if shown else ""
+        status = (
+            f"{f.points:,} of {self.map.store.n:,} points in view{extra} · "
+            f"frame {1000 * result.seconds:.0f} ms · {len(f.png) / 1024:.0f} KB"
+        )
+        s.frame_shown(f.view, status)
+
+    def show_last(self) -> None:
+        """Report the last frame again (the 3D view wrote the status line meanwhile)."""
+        if self.map is not None and self.map.last is not None:
+            self._on_frame(self.map.last)
+
+    def __panel__(self):
+        return self.pane

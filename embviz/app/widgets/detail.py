@@ -1,0 +1,106 @@
+"""The detail panel: one sample's image, every field as text, and its nearest neighbours."""
+
+from __future__ import annotations
+
+import html
+
+import panel as pn
+import param
+
+from ._panes import PANEL_CSS, reopen
+from .grid import ImageGrid
+
+__all__ = ["DetailPanel"]
+
+
+class DetailPanel(pn.viewable.Viewer):
+    """One sample in full: its image, every field as text, and its nearest neighbours.
+
+    Clicking a neighbour sets ``opened`` to its id, with the same re-firing rule as
+    :class:`SelectionGrid`. The close button sets ``visible_detail`` to False, which hides the
+    panel; set it back to True to show the panel again.
+    """
+
+    sample = param.Dict(
+        default={}, doc="Fields of the sample shown (id, label, split, uri, width, height, ...)."
+    )
+    image_src = param.String(default="", doc="URL of the full-size image.")
+    neighbours = param.List(
+        default=[],
+        item_type=dict,
+        doc='Nearest neighbours, each {"id": int, "label": str, "src": url, "distance": float}.',
+    )
+    opened = param.Integer(
+        default=-1,
+        doc="Id of the neighbour clicked last; re-set on every click (via -1 on a repeat).",
+    )
+    visible_detail = param.Boolean(default=True, doc="Whether the panel is shown.")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._image = pn.pane.HTML(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        self._fields = pn.pane.HTML(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        self._heading = pn.pane.HTML(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        self._grid = ImageGrid(columns=4, thumb_px=72)
+        self._grid.param.watch(lambda _: reopen(self, self._grid.clicked), "clicks")
+        self._neighbours_title = pn.pane.HTML(
+            '<div class="embviz-heading">Nearest neighbours</div>', stylesheets=[PANEL_CSS]
+        )
+        close = pn.widgets.Button(label="Close", css_classes=["embviz-close"], width=80)
+        close.on_click(lambda _: setattr(self, "visible_detail", False))
+        self._layout = pn.Column(
+            pn.Row(self._heading, close, sizing_mode="stretch_width"),
+            self._image,
+            self._fields,
+            self._neighbours_title,
+            self._grid,
+            css_classes=["embviz-detail"],
+            sizing_mode="stretch_width",
+            visible=self.param.visible_detail,
+        )
+        self._show_sample()
+        self._show_neighbours()
+
+    @property
+    def grid(self) -> ImageGrid:
+        """The ImageGrid of neighbours."""
+        return self._grid
+
+    @param.depends("sample", "image_src", watch=True)
+    def _show_sample(self) -> None:
+        label = str(self.sample.get("label", ""))
+        sid = self.sample.get("id", "")
+        self._heading.object = (
+            f'<div class="embviz-heading">{html.escape(label)}'
+            f' <span class="embviz-muted">#{html.escape(str(sid))}</span></div>'
+        )
+        self._image.object = (
+            f'<img class="embviz-detail-image" src="{html.escape(self.image_src)}" alt="{html.escape(label)}">'
+            if self.image_src
+            else ""
+        )
+        rows = "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in self.sample.items()
+        )
+        self._fields.object = f'<table class="embviz-detail-fields">{rows}</table>'
+
+    @param.depends("neighbours", watch=True)
+    def _show_neighbours(self) -> None:
+        self._grid.items = [
+            {
+                "id": int(nb["id"]),
+                "label": str(nb.get("label", "")),
+                "src": str(nb.get("src", "")),
+                "caption": _distance_text(nb.get("distance")),
+            }
+            for nb in self.neighbours
+        ]
+        self._neighbours_title.visible = self._grid.visible = bool(self.neighbours)
+
+    def __panel__(self):
+        return self._layout
+
+
+def _distance_text(distance: float | None) -> str:
+    return "" if distance is None else f"d = {float(distance):.3g}"
