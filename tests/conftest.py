@@ -238,7 +238,8 @@ def free_port() -> int:
 
 class PanelServer:
     """``panel serve apps/explorer.py --plugins embviz.app.routes --args DATASET`` on loopback,
-    its output in a log file. ``app`` serves another script (its page is ``/<script name>``)."""
+    its output in a log file. ``app`` serves another script (its page is ``/<script name>``);
+    ``plugins=False`` leaves the image routes out (what a user forgetting them gets)."""
 
     def __init__(
         self,
@@ -247,6 +248,7 @@ class PanelServer:
         extra: tuple[str, ...] = (),
         env: dict | None = None,
         app: str | os.PathLike | None = None,
+        plugins: bool = True,
     ):
         import subprocess
         import sys
@@ -264,8 +266,7 @@ class PanelServer:
             "panel",
             "serve",
             str(app),
-            "--plugins",
-            "embviz.app.routes",
+            *(["--plugins", "embviz.app.routes"] if plugins else []),
             "--address",
             "127.0.0.1",
             "--port",
@@ -315,7 +316,9 @@ class PanelServer:
 
     def log(self) -> str:
         self._log.flush()
-        return open(self.log_path).read()[-4000:]
+        from pathlib import Path
+
+        return Path(self.log_path).read_text()[-4000:]
 
     def stop(self) -> None:
         import subprocess

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from embviz.app.explorer import Explorer, projection_choices
-from embviz.render.store import View, load_store
 from embviz.dataset import open_dataset
+from embviz.render.store import View, load_store
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -359,10 +358,8 @@ def test_unchanged_folder_is_reused_and_any_change_reingests(tmp_path, mixed_fol
 
     with monkeypatch.context() as m:
         m.setattr("embviz.pipeline.ingest.image_info", no_decoding)
-        t0 = time.perf_counter()
         again = _ingest(ds_path, mixed_folder, max_pixels=MAX_PIXELS, threads=4)
-        elapsed = time.perf_counter() - t0
-    assert again.reused and elapsed < 0.5
+    assert again.reused  # and no image was decoded (no_decoding); speed is for benchmarks
     assert (again.rows, again.skipped, again.tables) == (first.rows, first.skipped, first.tables)
     assert again.report_path == first.report_path
     assert _state(ds_path) == before  # same table dir, no new step, report untouched

@@ -122,7 +122,7 @@ def test_embviz_serve_serves_the_demo_page_and_thumbnails(demo_dataset, tmp_path
 @pytest.mark.browser
 def test_explorer_behind_a_prefix_loads_its_images(browser, demo_dataset, tmp_path):
     """``panel serve --prefix /team``: the page's thumbnail and image URLs carry the prefix."""
-    from conftest import PanelServer
+    from conftest import PanelServer, wait_until
 
     server = PanelServer(demo_dataset, tmp_path / "serve.log", extra=("--prefix", "/team"))
     server.url = server.url.replace("/explorer", "/team/explorer")
@@ -133,11 +133,11 @@ def test_explorer_behind_a_prefix_loads_its_images(browser, demo_dataset, tmp_pa
         image = page.locator(".embviz-detail-image").first
         image.wait_for(timeout=90_000)
         assert image.get_attribute("src").startswith("/team/embviz/image/")
-        for _ in range(120):
-            if image.evaluate("img => img.complete && img.naturalWidth > 0"):
-                break
-            page.wait_for_timeout(250)
-        assert image.evaluate("img => img.naturalWidth") > 0
+        wait_until(
+            lambda: image.evaluate("img => img.complete && img.naturalWidth > 0"),
+            what="the detail image to load",
+            page=page,
+        )
         thumbs = page.locator(".embviz-grid-item img")
         thumbs.first.wait_for(timeout=30_000)  # the neighbours' thumbnails
         assert thumbs.first.get_attribute("src").startswith("/team/embviz/thumb/")

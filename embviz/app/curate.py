@@ -11,6 +11,8 @@ import numpy as np
 import panel as pn
 import param
 
+from .notice import Notice
+
 if TYPE_CHECKING:
     from .session import Session
 
@@ -73,7 +75,7 @@ class Curator(pn.viewable.Viewer):
         sortable = ["(grid order)", *scores, *[c for c in numeric if c not in scores]]
         self.param.sort_by.objects = sortable
         self.sort_by = sortable[0]
-        self._message = pn.pane.HTML("", css_classes=["embviz-curate-message"])
+        self._notice = Notice("embviz-curate-message")
         self._tag_counts = pn.pane.HTML("", css_classes=["embviz-tag-counts"])
         self._download = pn.widgets.FileDownload(
             callback=self._export_file,
@@ -88,11 +90,8 @@ class Curator(pn.viewable.Viewer):
 
     # -- helpers ----------------------------------------------------------------------------
     def _say(self, text: str, *, error: bool = False) -> None:
+        self._notice.say(text, error=error)
         self.message = text
-        colour = "#b3261e" if error else "#333"
-        self._message.object = (
-            f'<div style="color:{colour};font-size:12px">{html.escape(text)}</div>' if text else ""
-        )
 
     def _fail(self, exc: BaseException) -> None:
         self._say(f"{type(exc).__name__}: {exc}", error=True)
@@ -297,7 +296,7 @@ class Curator(pn.viewable.Viewer):
             pn.Card(*tagging, title="Tag", sizing_mode="stretch_width"),
             pn.Card(*export, title="Export", sizing_mode="stretch_width"),
         ]
-        return pn.Column(self._message, *cards, sizing_mode="stretch_width")
+        return pn.Column(self._notice, *cards, sizing_mode="stretch_width")
 
 
 def _duplicate_rows(group: np.ndarray, n: int) -> np.ndarray:

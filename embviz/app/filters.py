@@ -45,6 +45,7 @@ class FilterPanel(pn.viewable.Viewer):
         self.session = session
         self._layout = pn.Column(sizing_mode="stretch_width", css_classes=["embviz-filters"])
         self._built_for = None
+        self._made: dict[tuple[str, int], list] = {}
         self._build()
         session.param.watch(self._build, ["projection", "tags_version"])
 
@@ -53,15 +54,19 @@ class FilterPanel(pn.viewable.Viewer):
         if store is self._built_for:
             return
         self._built_for = store
-        widgets = [
-            self._category(name, codes, names)
-            for name, (codes, names) in store.categorical.items()
-            if len(names) <= MAX_CHOICES
-        ]
+        # A column whose values are the same array keeps its widget (a new tag column must not
+        # rebuild every filter on the page, nor reset what a person is choosing).
+        made: dict[tuple[str, int], list] = {}
+        for name, (codes, names) in store.categorical.items():
+            if len(names) <= MAX_CHOICES:
+                key = (name, id(codes))
+                made[key] = self._made.get(key) or [self._category(name, codes, names)]
         for name, values in store.numeric.items():
             if name not in NOT_COLOURS:
-                widgets += self._number(name, values)
-        self._layout.objects = widgets
+                key = (name, id(values))
+                made[key] = self._made.get(key) or self._number(name, values)
+        self._made = made
+        self._layout.objects = [w for ws in made.values() for w in ws]
 
     def _category(self, name: str, codes: np.ndarray, names: list[str]):
         counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(names))

@@ -56,7 +56,12 @@ class MapPanel(pn.viewable.Viewer):
         store = s.store
         if self.map is not None and self.map.store is store:
             return
-        old = self.map
+        if self.map is not None and self.map.store.key == store.key:
+            # The same points with a new tag column: keep the figure (a new one would make the
+            # page drop models that its pending events still name).
+            self.map.set_store(store)
+            self._filter()
+            return
         self.map = MapView(
             store,
             thumb_url=s.thumb_url if s.has_images else None,
@@ -64,17 +69,14 @@ class MapPanel(pn.viewable.Viewer):
             hover_limit=self.hover_limit,
             sprite_limit=self.sprite_limit,
             on_frame=self._on_frame,
-            on_select=lambda rows: s.show(np.asarray(store.ids[rows])),
-            on_tap=lambda row: row is not None and s.open(int(store.ids[row])),
+            on_select=lambda rows: s.show(np.asarray(self.map.store.ids[rows])),
+            on_tap=lambda row: row is not None and s.open(int(self.map.store.ids[row])),
         )
         self.map.set_style_source(s.style)
         self.map.mask = s.mask_for(store)
         self.map.mask_key = s.filter_key
         self.map.highlight_rows = self._rows(store)
-        same_map = old is not None and old.store.key == store.key
-        if same_map and old.last is not None:  # a new tag column: stay where the person is
-            self.map.set_view(old.view)
-        elif s.view and len(s.view) == 4:  # e.g. set by the URL
+        if s.view and len(s.view) == 4:  # e.g. set by the URL
             from embviz.render.store import View
 
             self.map.set_view(View(*map(float, s.view)))
@@ -105,7 +107,7 @@ class MapPanel(pn.viewable.Viewer):
         if self.map is None:
             return
         self.map.mask = self.session.mask_for(self.map.store)
-        self.map.mask_key = self.session.filter_key
+        self.map.mask_key = (self.session.filter_key, id(self.map.store))
         if self.map.last is not None:
             self._refresh()
 

@@ -101,6 +101,12 @@ class MapView:
         self.figure = self._make_figure(width, height)
         self.view = store.extent
 
+    def set_store(self, store: PointStore) -> None:
+        """Draw ``store`` from now on, keeping the figure and the view (the same points with a
+        new column, e.g. live tags): the page keeps its models, nothing is rebuilt there."""
+        self.store = store
+        self.renderer = Renderer(store)
+
     @property
     def doc(self):
         """The session's Bokeh document: renders run in the pool and come back on its thread;

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import html
 import threading
 
 import numpy as np
 import panel as pn
 import param
 
+from .notice import Notice
 from .session import Session
 
 __all__ = ["SearchPanel"]
@@ -29,7 +29,7 @@ class SearchPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.session = session
         self.available = bool(session.dataset.embeddings)
-        self._message = pn.pane.HTML("", css_classes=["embviz-search-message"])
+        self._notice = Notice("embviz-search-message")
         self._upload = pn.widgets.FileInput(
             accept="image/*", multiple=False, css_classes=["embviz-upload"]
         )
@@ -123,11 +123,8 @@ class SearchPanel(pn.viewable.Viewer):
             self.search_image(bytes(event.new), self._upload.filename or None)
 
     def _say(self, text: str, *, error: bool = False) -> None:
+        self._notice.say(text, error=error)
         self.message = text
-        colour = "#b3261e" if error else "#333"
-        self._message.object = (
-            f'<div style="color:{colour};font-size:12px">{html.escape(text)}</div>' if text else ""
-        )
 
     def _fail(self, exc: BaseException) -> None:
         self._say(f"{type(exc).__name__}: {exc}", error=True)
@@ -135,7 +132,7 @@ class SearchPanel(pn.viewable.Viewer):
     def __panel__(self):
         s = self.session
         return pn.Column(
-            self._message,
+            self._notice,
             _button(
                 "Similar to the open sample",
                 "embviz-similar-open",
