@@ -4,13 +4,14 @@ over the values' histogram. Every change goes to the session, which owns the fil
 from __future__ import annotations
 
 import html
+import threading
 
 import numpy as np
 import panel as pn
 
 from .session import NOT_COLOURS, Session
 
-__all__ = ["FilterPanel", "histogram_svg"]
+__all__ = ["FilterPanel", "category_counts", "histogram_svg"]
 
 #: Categorical columns with more values than this get no filter widget (they still colour).
 MAX_CHOICES = 200
@@ -18,6 +19,42 @@ MAX_CHOICES = 200
 BINS = 40
 #: Numeric columns longer than this are histogrammed on an even subsample.
 SAMPLE_ROWS = 2_000_000
+#: Rows counted at a time (bounds the temporary int64 copy np.bincount makes).
+COUNT_CHUNK = 4_000_000
+
+_SUMMARIES: dict[int, tuple[np.ndarray, object]] = {}
+_LOCK = threading.Lock()
+
+
+def _summary(column: np.ndarray, compute):
+    """``compute(column)``, once per column array per process (sessions share the columns)."""
+    with _LOCK:
+        hit = _SUMMARIES.get(id(column))
+        if hit is not None and hit[0] is column:
+            return hit[1]
+    value = compute(column)
+    with _LOCK:
+        if len(_SUMMARIES) > 256:
+            _SUMMARIES.clear()
+        _SUMMARIES[id(column)] = (column, value)  # holding the column keeps its id unique
+    return value
+
+
+def category_counts(codes: np.ndarray, n: int) -> np.ndarray:
+    """Rows per category code (``n`` categories), counted in chunks."""
+    counts = np.zeros(n, dtype=np.int64)
+    for a in range(0, len(codes), COUNT_CHUNK):
+        counts += np.bincount(codes[a : a + COUNT_CHUNK], minlength=n)[:n]
+    return counts
+
+
+def _range_and_histogram(values: np.ndarray):
+    sample = values if len(values) <= SAMPLE_ROWS else values[:: len(values) // SAMPLE_ROWS]
+    finite = sample[np.isfinite(sample)]
+    if not len(finite) or finite.min() == finite.max():
+        return None
+    lo, hi = float(finite.min()), float(finite.max())
+    return lo, hi, histogram_svg(finite, lo, hi)
 
 
 def histogram_svg(values: np.ndarray, lo: float, hi: float, *, width: int = 260) -> str:
@@ -69,7 +106,7 @@ class FilterPanel(pn.viewable.Viewer):
         self._layout.objects = [w for ws in made.values() for w in ws]
 
     def _category(self, name: str, codes: np.ndarray, names: list[str]):
-        counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(names))
+        counts = _summary(codes, lambda c: category_counts(c, len(names)))
         chosen = self.session.filters.get(name, [])
         w = pn.widgets.MultiChoice(
             label=name,
@@ -84,11 +121,10 @@ class FilterPanel(pn.viewable.Viewer):
         return w
 
     def _number(self, name: str, values: np.ndarray) -> list:
-        sample = values if len(values) <= SAMPLE_ROWS else values[:: len(values) // SAMPLE_ROWS]
-        finite = sample[np.isfinite(sample)]
-        if not len(finite) or finite.min() == finite.max():
+        summary = _summary(values, _range_and_histogram)
+        if summary is None:
             return []
-        lo, hi = float(finite.min()), float(finite.max())
+        lo, hi, svg = summary
         cur = self.session.filters.get(name) or [lo, hi]
         w = pn.widgets.RangeSlider(
             label=name,
@@ -105,7 +141,7 @@ class FilterPanel(pn.viewable.Viewer):
             ),
             "value_throttled",
         )
-        return [w, pn.pane.HTML(histogram_svg(finite, lo, hi), margin=(0, 10))]
+        return [w, pn.pane.HTML(svg, margin=(0, 10))]
 
     @property
     def widgets(self) -> list:
