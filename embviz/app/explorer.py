@@ -168,7 +168,9 @@ class Explorer(pn.viewable.Viewer):
         return pn.Tabs(
             ("View", self.controls()),
             ("Curate", self.tools()),
-            dynamic=False,
+            # Only the open tab becomes Bokeh models: a session that never curates never
+            # builds the curation widgets (session build time is the opening bottleneck).
+            dynamic=True,
             sizing_mode="stretch_width",
             css_classes=["embviz-sidebar-tabs"],
         )

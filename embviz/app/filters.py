@@ -17,8 +17,11 @@ __all__ = ["FilterPanel", "category_counts", "histogram_svg"]
 MAX_CHOICES = 200
 #: Bars in a numeric filter's histogram.
 BINS = 40
-#: Numeric columns longer than this are histogrammed on an even subsample.
-SAMPLE_ROWS = 2_000_000
+#: Numeric columns longer than this are histogrammed on a sample of evenly spread blocks.
+SAMPLE_ROWS = 1_000_000
+#: Rows per block of that sample: contiguous blocks read few pages of a memory-mapped column
+#: (a strided sample reads every page: 160 MB more resident for four columns of 10M rows).
+SAMPLE_BLOCK = 16_384
 #: Rows counted at a time (bounds the temporary int64 copy np.bincount makes).
 COUNT_CHUNK = 4_000_000
 
@@ -49,7 +52,13 @@ def category_counts(codes: np.ndarray, n: int) -> np.ndarray:
 
 
 def _range_and_histogram(values: np.ndarray):
-    sample = values if len(values) <= SAMPLE_ROWS else values[:: len(values) // SAMPLE_ROWS]
+    if len(values) <= SAMPLE_ROWS:
+        sample = np.asarray(values)
+    else:
+        starts = np.linspace(
+            0, len(values) - SAMPLE_BLOCK, SAMPLE_ROWS // SAMPLE_BLOCK, dtype=np.int64
+        )
+        sample = np.concatenate([values[a : a + SAMPLE_BLOCK] for a in starts])
     finite = sample[np.isfinite(sample)]
     if not len(finite) or finite.min() == finite.max():
         return None

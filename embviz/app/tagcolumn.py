@@ -61,6 +61,8 @@ def tag_column(store, tags, version: str):
     except Exception:  # a tag folder being rewritten: show the map without the column
         return store
     if not len(live):
+        with _LOCK:  # nothing tagged at this version: remembered, so asking again costs nothing
+            _TAGGED[key] = (store, store)
         return store
     from embviz.tags import tag_order
 
