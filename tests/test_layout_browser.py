@@ -23,9 +23,11 @@ def test_the_map_uses_the_window_and_curation_cards_collapse(browser, demo_serve
         # The map grows with the window (responsive width and height).
         page.set_viewport_size({"width": 1800, "height": 1200})
         wait_until(
-            lambda: (b := map_box(page))
-            and b["width"] > box["width"] + 200
-            and b["height"] > box["height"] + 100,
+            lambda: (
+                (b := map_box(page))
+                and b["width"] > box["width"] + 200
+                and b["height"] > box["height"] + 100
+            ),
             what="the map to grow with the window",
             page=page,
         )
@@ -39,9 +41,7 @@ def test_the_map_uses_the_window_and_curation_cards_collapse(browser, demo_serve
     assert not errors, errors
 
 
-def test_a_server_without_the_image_routes_says_so_on_the_page(
-    browser, demo_dataset, tmp_path
-):
+def test_a_server_without_the_image_routes_says_so_on_the_page(browser, demo_dataset, tmp_path):
     with PanelServer(demo_dataset, tmp_path / "serve.log", plugins=False) as server:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
