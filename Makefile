@@ -13,7 +13,8 @@ CHROMIUM ?= /usr/bin/chromium
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml (see DESIGN.md).
+	# torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml: that pair installs
+	# quickly from the package index here; other pairs download gigabytes or fail to import.
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -65,7 +65,8 @@ def cloud_deck(frame, view_state: dict, *, point_px: float = 3.0, tooltip=False,
     height : height in pixels of the notebook output.
 
     Positions are data units in cartesian coordinates and there is no base map (an embedding
-    is not a place): ``map_style=""``, which Panel's pane also needs (DESIGN.md).
+    is not a place): ``map_style=""``, which Panel's pane also needs: without it the pane
+    throws in the browser ("Cannot read properties of undefined (reading 'includes')").
     """
     import pydeck as pdk
 
