@@ -77,11 +77,12 @@ def _frame_bytes(view, store) -> int:
     payload: dict = {"url": ["data:image/png;base64," + base64.b64encode(frame.png).decode()]}
     if frame.points <= HOVER_LIMIT:
         rows = store.rows_in(view)[:HOVER_LIMIT]
-        payload["points"] = hover_points(
-            store, rows, thumb_url=lambda i: f"/embviz/thumb/bench-00000000/{i}"
+        points = hover_points(
+            store, rows, thumbs=lambda ids: [f"/embviz/thumb/bench-00000000/{i}" for i in ids]
         )
         if len(rows) <= SPRITE_LIMIT:
-            payload["sprites"] = sprites(payload["points"], view, WIDTH, HEIGHT)
+            payload["sprites"], points = sprites(points, view, WIDTH, HEIGHT)
+        payload["points"] = points
     return len(json.dumps(payload))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ from conftest import FakeDoc, wait_until
 
 from embviz.app.mapview import MapView
 from embviz.curve import hilbert_order
+from embviz.render.overlay import IMAGE_BUDGET
 from embviz.render.raster import Style
 from embviz.render.store import PointStore, View
 
@@ -34,6 +36,10 @@ def store() -> PointStore:
     n = 20_000
     xy = rng.uniform(0, 100, (n, 2))
     return make_store(xy, rng.integers(0, 3, n).astype(np.int16), ["a", "b", "c"])
+
+
+def thumbs(ids) -> list[str]:
+    return [thumb(int(i)) for i in ids]
 
 
 def thumb(sample_id: int) -> str:
@@ -135,7 +141,7 @@ def test_points_only_under_hover_limit_and_sprites_under_sprite_limit(store):
         described.append(rows)
         return {"text": [f"row {r}" for r in rows]}
 
-    mv = MapView(store, thumb_url=thumb, describe=describe, hover_limit=600, sprite_limit=60)
+    mv = MapView(store, thumbs=thumbs, describe=describe, hover_limit=600, sprite_limit=60)
     full = mv.compute(mv.request(store.extent))
     assert full.frame.points == store.n and full.points is None and full.sprites is None
     assert described == []  # no per-point work for a crowded view
@@ -155,8 +161,11 @@ def test_points_only_under_hover_limit_and_sprites_under_sprite_limit(store):
     rows = store.rows_in(small)
     assert 0 < len(rows) <= 60
     res = mv.compute(mv.request(small))
-    assert res.sprites["url"] == res.points["thumb"] == [thumb(int(i)) for i in store.ids[rows]]
-    assert res.sprites["x"] == res.points["x"] and len(res.sprites["w"]) == len(rows)
+    # Every point has an image, so all are sprites; no point is sent twice.
+    assert res.sprites["thumb"] == [thumb(int(i)) for i in store.ids[rows]]
+    np.testing.assert_allclose(res.sprites["x"], store.x[rows])
+    assert len(res.sprites["w"]) == len(rows) and res.points["id"] == []
+    assert res.images == len(rows)
 
     # The limits are inclusive, and points come with no thumbnail function but sprites do not.
     mv.hover_limit = store.count_in(mid)
@@ -169,18 +178,19 @@ def test_points_only_under_hover_limit_and_sprites_under_sprite_limit(store):
 
 
 def test_filtered_points_are_not_hovered(store):
-    mv = MapView(store, thumb_url=thumb, hover_limit=600)
+    mv = MapView(store, thumbs=thumbs, hover_limit=600)
     mv.mask = store.categorical["label"][0] == 1
     mv.mask_key = "label=b"
     view = _square(store, 50, 50, 7.5)
     res = mv.compute(mv.request(view))
     expect = store.rows_in(view, mv.mask)
     assert res.frame.points == len(expect)
-    np.testing.assert_array_equal(res.points["id"], store.ids[expect])
+    hovered = res.points["id"] + (res.sprites["id"] if res.sprites else [])
+    np.testing.assert_array_equal(sorted(hovered), np.sort(store.ids[expect]))
 
 
 def test_sprites_grow_on_screen_when_zooming_in(store):
-    mv = MapView(store, thumb_url=thumb, sprite_limit=400)
+    mv = MapView(store, thumbs=thumbs, sprite_limit=400)
     sizes = []
     for h in (5.5, 3.5, 2.0, 1.2, 0.6):
         view = _square(store, 40, 60, h)
@@ -291,12 +301,13 @@ def test_hiding_a_category_on_the_map_does_not_reaggregate(store, monkeypatch):
 
 
 def test_hidden_categories_get_no_tooltips_or_sprites(store):
-    mv = MapView(store, thumb_url=thumb, hover_limit=600, sprite_limit=600)
+    mv = MapView(store, thumbs=thumbs, hover_limit=600, sprite_limit=600)
     mv.set_style_source(lambda: ("category", "label", Style(hidden=frozenset({"a"}))))
     res = mv.compute(mv.request(_square(store, 50, 50, 7.5)))
     codes = store.categorical["label"][0]
-    assert len(res.points["id"]) == res.frame.points
-    assert not (codes[store.row_of(np.array(res.points["id"]))] == 0).any()
+    ids = res.points["id"] + res.sprites["id"]
+    assert len(ids) == res.frame.points
+    assert not (codes[store.row_of(np.array(ids))] == 0).any()
 
 
 def test_an_older_frame_never_replaces_a_newer_one(store):
@@ -318,3 +329,49 @@ def test_an_older_frame_never_replaces_a_newer_one(store):
     shown = mv.refresh(new, wait=True)
     mv.doc.callbacks[-1]()
     assert mv.last is shown
+
+
+# -- images inside the frame (notebooks) -------------------------------------------------------------
+def _data_uri(n: int) -> str:
+    return "data:image/webp;base64," + "A" * (n - 23)
+
+
+def test_inline_images_keep_the_frame_under_its_budget(store):
+    # 2,000-byte data URIs (a 96-px photo's size): 400 sprites would be 800 KB.
+    mv = MapView(
+        store,
+        thumbs=lambda ids: [_data_uri(2000) for _ in ids],
+        image_budget=IMAGE_BUDGET,
+        hover_limit=3000,
+        sprite_limit=3000,
+    )
+    view = _square(store, 50, 50, 12)
+    assert 400 < store.count_in(view) <= 3000
+    res = mv.compute(mv.request(view))
+    sent = res.sprites["thumb"]
+    assert 0 < res.images == len(sent) < store.count_in(view)
+    assert res.bytes <= IMAGE_BUDGET
+    # What the frame actually carries: the PNG as a data URI, points, text and images.
+    actual = len(base64.b64encode(res.frame.png)) + sum(map(len, sent))
+    actual += sum(len(t) for t in res.points["text"] + res.sprites["text"])
+    assert actual <= res.bytes <= IMAGE_BUDGET
+    # The points without an image still have tooltips; none is sent twice.
+    ids = res.points["id"] + res.sprites["id"]
+    assert len(ids) == len(set(ids)) == store.count_in(view)
+    assert set(res.points["thumb"]) <= {""}
+    # The kept images are spread over the view, not the first rows of the store.
+    xs = np.asarray(res.sprites["x"])
+    assert xs.min() < 45 and xs.max() > 55
+    # Panning a little keeps the images of the points still in view.
+    moved = mv.compute(mv.request(_square(store, 50.5, 50, 12)))
+    both = set(moved.points["id"] + moved.sprites["id"]) & set(ids)
+    kept = set(res.sprites["id"]) & both
+    assert len(kept & set(moved.sprites["id"])) >= 0.8 * len(kept)
+
+
+def test_route_urls_are_not_budgeted(store):
+    mv = MapView(store, thumbs=thumbs, sprite_limit=400)
+    view = _square(store, 50, 50, 2.0)
+    res = mv.compute(mv.request(view))
+    assert res.images == store.count_in(view) == len(res.sprites["thumb"])
+    assert res.bytes < 22 + len(res.frame.png) * 2  # the PNG and the points, not the images

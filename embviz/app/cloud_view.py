@@ -20,6 +20,7 @@ from embviz.render.raster import category_colors, palette, rgb
 from embviz.render.sample3d import DEFAULT_BUDGET, box_from_view_state, sample
 from embviz.render.store import PointStore
 
+from .jupyter import offline_page
 from .work import Coalescer
 
 __all__ = ["CloudUpdate", "CloudView", "cloud_deck", "fit_view", "pane_spec"]
@@ -115,6 +116,44 @@ def _compact_deck() -> type:
                 f"{layer.type} of {len(layer.data or [])} points" for layer in self.layers
             )
             return f"<pydeck.Deck: {layers}>"
+
+        def to_html(
+            self,
+            filename=None,
+            open_browser=False,
+            notebook_display=None,
+            iframe_width="100%",
+            iframe_height=500,
+            as_string=False,
+            offline=False,
+            **kwargs,
+        ):
+            """pydeck's ``to_html``; with ``offline=True`` the page also links nothing on
+            another host (pydeck's keeps Mapbox GL and four stylesheets on CDNs)."""
+            if not offline:
+                return super().to_html(
+                    filename,
+                    open_browser,
+                    notebook_display,
+                    iframe_width,
+                    iframe_height,
+                    as_string,
+                    **kwargs,
+                )
+            page = super().to_html(as_string=True, notebook_display=False, offline=True, **kwargs)
+            page = offline_page(page)
+            if filename:
+                with open(filename, "w", encoding="utf-8") as f:
+                    f.write(page)
+            if notebook_display:
+                from pydeck.io.html import iframe_with_srcdoc
+
+                return iframe_with_srcdoc(page, iframe_width, iframe_height)
+            return page if as_string and not filename else filename
+
+        def _repr_html_(self) -> str:
+            # pydeck's loads deck.gl from jsDelivr: nothing draws in an offline notebook.
+            return self.to_html(offline=True, notebook_display=True).data
 
     return Deck
 

@@ -32,6 +32,7 @@ __all__ = [
     "register",
     "thumb_bytes",
     "thumb_url",
+    "thumbs_bytes",
 ]
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,37 @@ def thumb_bytes(entry: Entry, thumb_id: int) -> bytes | None:
         if data:
             return data
     return None
+
+
+def thumbs_bytes(entry: Entry, sample_ids) -> list[bytes | None]:
+    """The thumbnails of ``sample_ids`` in their order (None where a sample has none): each
+    partition's cached dict is looked up once per call, not once per id."""
+    import numpy as np
+
+    from embviz.reading import partitions_holding
+
+    ids, thumbs = entry.index()
+    want = np.asarray(sample_ids, dtype=np.int64)
+    tid = np.full(len(want), -1, np.int64)
+    if len(ids):
+        at = np.minimum(ids.searchsorted(want), len(ids) - 1)
+        hit = ids[at] == want
+        tid[hit] = thumbs[at[hit]]
+    out: list[bytes | None] = [None] * len(want)
+    todo: dict[int, list[int]] = {}
+    for i, t in enumerate(tid.tolist()):
+        if t >= 0:
+            todo.setdefault(t, []).append(i)
+    if not todo or not entry.ds.has("thumbnails"):
+        return out
+    for index in partitions_holding(entry.ds, "thumbnails", list(todo)):
+        part = _partition(entry, index)
+        for t in [t for t in todo if t in part]:
+            for i in todo.pop(t):
+                out[i] = part[t] or None
+        if not todo:
+            break
+    return out
 
 
 # -- full images ---------------------------------------------------------------------------------

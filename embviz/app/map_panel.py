@@ -12,6 +12,8 @@ import numpy as np
 import panel as pn
 import param
 
+from embviz.render.overlay import IMAGE_BUDGET
+
 from .mapview import MapResult, MapView
 from .session import Session
 from .widgets import Legend
@@ -64,7 +66,8 @@ class MapPanel(pn.viewable.Viewer):
             return
         self.map = MapView(
             store,
-            thumb_url=s.thumb_url if s.has_images else None,
+            thumbs=s.thumb_urls if s.has_images else None,
+            image_budget=IMAGE_BUDGET if s.images == "inline" else None,
             describe=self._describe,
             hover_limit=self.hover_limit,
             sprite_limit=self.sprite_limit,
@@ -160,13 +163,18 @@ class MapPanel(pn.viewable.Viewer):
             self.legend.visible = True
         else:
             self.legend.visible = False
-        shown = len(result.points["id"]) if result.points else 0
+        shown = sum(len(p["id"]) for p in (result.points, result.sprites) if p)
         extra = f" · {shown:,} with tooltips" if shown else ""
+        extra += f" · {result.images:,} images" if result.images else ""
         status = (
             f"{f.points:,} of {self.map.store.n:,} points in view{extra} · "
-            f"frame {1000 * result.seconds:.0f} ms · {len(f.png) / 1024:.0f} KB"
+            f"frame {1000 * result.seconds:.0f} ms · {result.bytes / 1000:.0f} KB"
         )
         s.frame_shown(f.view, status)
+        if s.doc is None:
+            # A notebook: Bokeh models changed outside Panel's own updates (a filter or a
+            # selection set from a cell) reach the page only when pushed.
+            pn.io.push_notebook(self.pane)
 
     def show_last(self) -> None:
         """Report the last frame again (the 3D view wrote the status line meanwhile)."""

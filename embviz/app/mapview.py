@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embviz.render.overlay import HOVER_LIMIT, SPRITE_LIMIT, hover_points, sprites
+from embviz.render.overlay import (
+    HOVER_LIMIT,
+    SPRITE_LIMIT,
+    fit_images,
+    hover_points,
+    payload_bytes,
+    sprites,
+)
 from embviz.render.raster import Frame, Renderer, Style, category_colors, palette
 from embviz.render.store import PointStore, View
 
@@ -52,20 +59,26 @@ class MapResult:
     seconds: float = 0.0
     highlight: dict[str, list] | None = None
     extra: dict = field(default_factory=dict)
+    #: images sent with the frame (sprites and tooltip images)
+    images: int = 0
+    #: about how many bytes the frame sends: PNG (as a data URI), points, inline images
+    bytes: int = 0
 
 
 class MapView:
     """Owns the Bokeh figure of one session and keeps it in step with the requested view.
 
-    ``thumb_url(sample_id) -> str`` builds tooltip and sprite image URLs; ``describe(rows)``
-    returns extra tooltip columns (name -> list of str) for the given store rows.
+    ``thumbs(sample_ids) -> list[str]`` gives tooltip and sprite image sources (URLs, or data
+    URIs when ``image_budget`` is set: then a frame with its images stays under that many
+    bytes); ``describe(rows)`` returns extra tooltip columns (name -> list of str).
     """
 
     def __init__(
         self,
         store: PointStore,
         *,
-        thumb_url: Callable[[int], str] | None = None,
+        thumbs: Callable[[np.ndarray], list[str]] | None = None,
+        image_budget: int | None = None,
         describe: Callable[[np.ndarray], dict[str, list]] | None = None,
         hover_limit: int = HOVER_LIMIT,
         sprite_limit: int = SPRITE_LIMIT,
@@ -78,7 +91,8 @@ class MapView:
     ):
         self.store = store
         self.renderer = Renderer(store)
-        self.thumb_url = thumb_url
+        self.thumbs = thumbs
+        self.image_budget = image_budget
         self.describe = describe
         self.hover_limit = hover_limit
         self.sprite_limit = sprite_limit
@@ -98,7 +112,7 @@ class MapView:
             "label",
             Style(),
         )
-        self.figure = self._make_figure(width, height)
+        self.figure = self._make_figure()
         self.view = store.extent
 
     def set_store(self, store: PointStore) -> None:
@@ -118,95 +132,19 @@ class MapView:
         self.renders.doc = doc
 
     # -- Bokeh model -------------------------------------------------------------------------
-    def _make_figure(self, width: int, height: int):
+    def _make_figure(self):
         from bokeh.events import RangesUpdate, SelectionGeometry, Tap
-        from bokeh.models import (
-            BoxSelectTool,
-            ColorBar,
-            ColumnDataSource,
-            HoverTool,
-            LassoSelectTool,
-            LinearColorMapper,
-            PanTool,
-            ResetTool,
-            WheelZoomTool,
-        )
-        from bokeh.plotting import figure
 
-        e = self.store.extent
-        pad_x, pad_y = (e.x1 - e.x0) * 0.03 or 1.0, (e.y1 - e.y0) * 0.03 or 1.0
-        wheel = WheelZoomTool()
-        fig = figure(
-            x_range=(e.x0 - pad_x, e.x1 + pad_x),
-            y_range=(e.y0 - pad_y, e.y1 + pad_y),
-            tools=[PanTool(), wheel, BoxSelectTool(), LassoSelectTool(), ResetTool()],
-            active_scroll=wheel,
-            sizing_mode="stretch_both",
-            min_height=420,
-            output_backend="canvas",
-            match_aspect=False,
-            toolbar_location="above",
-        )
-        fig.xgrid.visible = fig.ygrid.visible = False
-        fig.axis.visible = False
-        fig.outline_line_color = None
-        fig.background_fill_color = "#ffffff"
-        self.raster_src = ColumnDataSource({"url": [], "x": [], "y": [], "w": [], "h": []})
-        fig.image_url(
-            url="url", x="x", y="y", w="w", h="h", anchor="bottom_left", source=self.raster_src
-        )
-        self.sprite_src = ColumnDataSource({"url": [], "x": [], "y": [], "w": [], "h": []})
-        fig.image_url(
-            url="url",
-            x="x",
-            y="y",
-            w="w",
-            h="h",
-            anchor="center",
-            source=self.sprite_src,
-            global_alpha=0.95,
-        )
-        # The current selection, outlined (at most HIGHLIGHT_LIMIT of the selected points in view).
-        self.highlight_src = ColumnDataSource({"x": [], "y": []})
-        fig.scatter(
-            "x",
-            "y",
-            source=self.highlight_src,
-            size=7,
-            fill_alpha=0.0,
-            line_color="#111111",
-            line_width=1.2,
-        )
-        self.point_src = ColumnDataSource({"x": [], "y": [], "id": [], "thumb": [], "text": []})
-        points = fig.scatter(
-            "x",
-            "y",
-            source=self.point_src,
-            size=9,
-            fill_alpha=0.0,
-            line_alpha=0.0,
-            hover_fill_alpha=0.35,
-            hover_line_alpha=0.9,
-            hover_line_color="#000000",
-        )
-        # Fields are HTML-escaped by Bokeh (no {safe}): labels and metadata show as text.
-        fig.add_tools(
-            HoverTool(
-                renderers=[points],
-                tooltips="""
-                <div class="embviz-tip" style="max-width:220px">
-                  <img src="@thumb" style="max-width:96px;max-height:96px;display:block"/>
-                  <div style="font-size:12px;white-space:pre-line">@text</div>
-                </div>""",
-            )
-        )
-        self.color_mapper = LinearColorMapper(palette="Viridis256", low=0, high=1)
-        self.color_bar = ColorBar(color_mapper=self.color_mapper, visible=False, width=12)
-        fig.add_layout(self.color_bar, "right")
-        fig.on_event(RangesUpdate, self._on_ranges)
-        fig.on_event(SelectionGeometry, self._on_selection)
-        fig.on_event(Tap, self._on_tap)
-        return fig
+        from .map_figure import map_figure
+
+        m = map_figure(self.store.extent)
+        self.raster_src, self.sprite_src = m.raster_src, m.sprite_src
+        self.highlight_src, self.point_src = m.highlight_src, m.point_src
+        self.color_mapper, self.color_bar = m.color_mapper, m.color_bar
+        m.figure.on_event(RangesUpdate, self._on_ranges)
+        m.figure.on_event(SelectionGeometry, self._on_selection)
+        m.figure.on_event(Tap, self._on_tap)
+        return m.figure
 
     # -- requests ----------------------------------------------------------------------------
     def set_style_source(self, fn: Callable[[], tuple[str, str | None, Style]]) -> None:
@@ -256,16 +194,24 @@ class MapView:
             mask_key=req.mask_key,
         )
         result = MapResult(req, frame)
+        result.bytes = 22 + (len(frame.png) + 2) // 3 * 4
         if frame.points <= self.hover_limit:
             rows = self._drop_hidden(self.store.rows_in(req.view, self.mask), req)
             rows = rows[: self.hover_limit]
-            result.points = hover_points(
-                self.store, rows, thumb_url=self.thumb_url, describe=self.describe
-            )
-            if len(rows) <= self.sprite_limit and self.thumb_url:
-                result.sprites = sprites(
-                    result.points, req.view, req.width, req.height, sprite_px=self.sprite_px
+            points = hover_points(self.store, rows, describe=self.describe)
+            if self.thumbs:
+                budget = None  # images by URL: the browser fetches (and caches) them
+                if self.image_budget is not None:  # inline: what the rest leaves for images
+                    budget = max(0, self.image_budget - result.bytes - payload_bytes(points))
+                ids = self.store.ids[rows]
+                points["thumb"] = fit_images(ids, self.thumbs(ids), budget)
+            result.images = sum(1 for t in points["thumb"] if t)
+            result.bytes += payload_bytes(points, images=self.image_budget is not None)
+            if len(rows) <= self.sprite_limit and self.thumbs:
+                result.sprites, points = sprites(
+                    points, req.view, req.width, req.height, sprite_px=self.sprite_px
                 )
+            result.points = points
         hl = self.highlight_rows
         if hl is not None and len(hl):
             inside = hl[req.view.contains(self.store.x[hl], self.store.y[hl])]

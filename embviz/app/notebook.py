@@ -24,11 +24,14 @@ if TYPE_CHECKING:
 
     from .explorer import Explorer
 
-__all__ = ["DECK_SIZE", "HOVER_LIMIT", "deck", "explore", "points"]
+__all__ = ["DECK_SIZE", "HOVER_LIMIT", "NOTEBOOK_BUDGET_3D", "deck", "explore", "points"]
 
 #: Points in view at or under which :func:`points` overlays them as hoverable glyphs: a few
 #: thousand draw at once in Bokeh; more would send megabytes per pan for tooltips no one reads.
 HOVER_LIMIT = 5_000
+#: Most points the explorer's 3D view sends per update in a notebook (a server's sends 250,000):
+#: updates go over the kernel's comm, about 15 bytes a point.
+NOTEBOOK_BUDGET_3D = 50_000
 #: The canvas :func:`deck` assumes when it turns a ``view_state`` into the box it samples:
 #: deck.gl's width in a notebook cell (pydeck draws 100 % wide) and pydeck's default height.
 DECK_SIZE = (900, 500)
@@ -40,14 +43,21 @@ def explore(ds: Dataset | str | Path, **params) -> Explorer:
     Parameters
     ----------
     ds : an open :class:`~embviz.dataset.Dataset` or its directory.
-    params : the session's parameters (``projection``, ``color_by``, ``filters`` ...).
+    params : the session's parameters (``projection``, ``color_by``, ``filters`` ...). Two
+        differ from a server's: ``images="inline"`` (thumbnails and images travel inside the
+        data as data URIs, within the frame budget: Jupyter's server has no image routes) and
+        ``budget3d=NOTEBOOK_BUDGET_3D`` (every 3D update crosses the kernel's comm).
 
     Returns the :class:`~embviz.app.explorer.Explorer`; ``selected``, ``select(ids)`` and
-    its ``session`` (``session.filters``, ``session.color_by`` ...) work from Python. Loads
-    Panel on first use.
+    its ``session`` (``session.filters``, ``session.color_by`` ...) work from Python. In a
+    Jupyter kernel it first loads Panel into the notebook with every script inline (no CDN:
+    :func:`~embviz.app.jupyter.setup_notebook`); do not call ``pn.extension`` yourself.
     """
     from .explorer import Explorer
+    from .jupyter import setup_notebook
 
+    setup_notebook()
+    params = {"images": "inline", "budget3d": NOTEBOOK_BUDGET_3D, **params}
     return Explorer(_open(ds), **params)
 
 
@@ -85,6 +95,9 @@ def points(
     from embviz.render.colors import category_colors, palette
     from embviz.render.store import load_store
 
+    from .jupyter import setup_notebook
+
+    setup_notebook(holoviews=True)
     ds = _open(ds)
     store = load_store(ds, projection or _default_projection(ds, 2))
     e = store.extent
@@ -172,10 +185,10 @@ def deck(
 
     Returns a ``pydeck.Deck`` (a ``PointCloudLayer`` in an ``OrbitView``, cartesian
     coordinates, no base map); a notebook shows it inline, and ``deck.to_html(path)`` writes a
-    standalone page. Both load deck.gl from a CDN (jsDelivr) by default, so they need the
-    internet; ``to_html(path, offline=True)`` inlines pydeck's bundled deck.gl (about 4 MB),
-    though the page still links a few stylesheets from CDNs (not needed to draw the points).
-    The tooltip shows each point's id (and ``color_by``).
+    standalone page. The notebook's copy inlines pydeck's bundled deck.gl (about 4 MB, no
+    request to another host); ``to_html(path)`` loads it from a CDN (jsDelivr), for a small
+    page to share, and ``to_html(path, offline=True)`` inlines it and links nothing on
+    another host. The tooltip shows each point's id (and ``color_by``).
     """
     import pandas as pd
 
@@ -254,7 +267,7 @@ def _open(ds: Dataset | str | Path) -> Dataset:
 def _default_projection(ds: Dataset, dims: int) -> str:
     """The projection the explorer opens with: the first embedding's first map, with
     neighbour-preserving methods (UMAP, PaCMAP, t-SNE) before PCA."""
-    from .session import projection_choices
+    from embviz.projections import projection_choices
 
     for choices in projection_choices(ds, dims=dims).values():
         return next(iter(choices.values()))

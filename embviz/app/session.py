@@ -15,30 +15,15 @@ import numpy as np
 import param
 
 from embviz.dataset import Dataset, open_dataset
+from embviz.projections import projection_choices
 
 from .tagcolumn import TAG_COLUMN, tag_column
 from .work import in_background, task_pool
 
 __all__ = ["NOT_COLOURS", "Session", "projection_choices"]
 
-#: Neighbour-preserving maps first: they are what people open the explorer to see.
-_RANK = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
 #: Numeric columns that are ids, not quantities: no colour scale, no range filter.
 NOT_COLOURS = frozenset({"duplicate_group"})
-
-
-def projection_choices(ds: Dataset, dims: int = 2) -> dict[str, dict[str, str]]:
-    """Projections with ``dims`` dimensions grouped by source embedding:
-    ``{embedding: {label: projection}}``, neighbour-preserving methods first."""
-    groups: dict[str, dict[str, str]] = {}
-    flat = [p for p in ds.projections if ds.meta(f"projections/{p}").get("dims", 2) == dims]
-    flat.sort(key=lambda p: (_RANK.get(ds.meta(f"projections/{p}").get("method"), 4), p))
-    for p in flat:
-        meta = ds.meta(f"projections/{p}")
-        source = str(meta.get("source") or "").removeprefix("embeddings/") or "(given)"
-        label = p.removeprefix(source + ".") if p.startswith(source + ".") else p
-        groups.setdefault(source, {})[label] = p
-    return groups
 
 
 class Session(param.Parameterized):
@@ -81,6 +66,13 @@ class Session(param.Parameterized):
     marked = param.List(default=[], doc="Grid cards marked with ctrl/shift-click (sample ids).")
     tags_version = param.String(default="", doc="Version of the tag store last seen (polled).")
     status = param.String(default="", doc="One line about the last frame (points, time, bytes).")
+    images = param.Selector(
+        default="routes",
+        objects=["routes", "inline"],
+        constant=True,
+        doc="How images reach the page: URLs of the server's image routes, or data URIs inside "
+        "the data (notebooks: Jupyter has no such routes); inline bytes count in frame budgets.",
+    )
 
     def __init__(self, dataset: Dataset | str, **params):
         ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
@@ -96,12 +88,11 @@ class Session(param.Parameterized):
         self._tags = None
         self._frame_view: list = []
         super().__init__(**params)
-        from . import routes
-
-        self._key = routes.register(ds.root) if ds.has("thumbnails") else None
         import panel as pn  # the prefix behind `panel serve --prefix /team`
 
-        self._prefix = str(pn.state.base_url or "/").rstrip("/")
+        from .image_links import ImageLinks
+
+        self._images = ImageLinks(ds, self.images, str(pn.state.base_url or "/").rstrip("/"))
         self.param.embedding.objects = list(groups)
         if self.embedding not in groups:
             self.embedding = next(iter(groups))
@@ -306,23 +297,23 @@ class Session(param.Parameterized):
             record["tags"] = tags
         return {"record": record, "image": self.image_url(sample_id), "neighbours": items}
 
-    # -- images ---------------------------------------------------------------------------------
+    # -- images: route URLs keyed by id (never a path), or data URIs (``images="inline"``) ------
     @property
     def has_images(self) -> bool:
         """Whether the dataset has thumbnails to show."""
-        return self._key is not None
+        return self._images.key is not None
+
+    def thumb_urls(self, ids) -> list[str]:
+        """The thumbnail sources of samples ``ids`` ("" where none), read together."""
+        return self._images.thumbs(ids)
 
     def thumb_url(self, sample_id: int) -> str:
-        """URL of a sample's thumbnail ("" without thumbnails); keyed by id, never a path."""
-        from . import routes
-
-        return routes.thumb_url(self._key, sample_id, prefix=self._prefix) if self._key else ""
+        """The source of a sample's thumbnail ("" without thumbnails)."""
+        return self._images.thumb(sample_id)
 
     def image_url(self, sample_id: int) -> str:
-        """URL of a sample's full image ("" without thumbnails)."""
-        from . import routes
-
-        return routes.image_url(self._key, sample_id, prefix=self._prefix) if self._key else ""
+        """The source of a sample's large image ("" without thumbnails)."""
+        return self._images.image(sample_id)
 
     # -- tags -----------------------------------------------------------------------------------
     def tags(self):

@@ -115,6 +115,9 @@ class Coalescer:
         self.name = name
         self.doc = None  #: the session's Bokeh document, set by the owner once it is served
         self._lock = threading.Lock()
+        # Synchronous runs (no document: notebooks, tests) one at a time: JupyterLab sends
+        # browser events to a kernel subshell thread while a cell may run on the main one.
+        self._run_lock = threading.RLock()
         self._busy = False
         self._pending: tuple[int, Any] | None = None
         self._issued = 0  # requests issued
@@ -134,10 +137,11 @@ class Coalescer:
     def run(self, request) -> Any:
         """Compute and apply ``request`` now on the calling thread (the document's); return the
         result. It is newer than every request issued before, so none of those replaces it."""
-        seq = self._next()
-        result = self.compute(request)
-        self._deliver(seq, result)
-        return result
+        with self._run_lock:
+            seq = self._next()
+            result = self.compute(request)
+            self._deliver(seq, result)
+            return result
 
     def submit(self, request) -> Any | None:
         """Compute ``request`` in the pool and apply it on the document's thread; returns None.

@@ -24,21 +24,14 @@ __all__ = [
 #: likely wrong), ``duplicate_group`` (int, -1 = none).
 SCORE_COLUMNS = ("outlier_score", "label_issue_score", "duplicate_group")
 
-#: Neighbour-preserving methods first, the explorer's order (copied: importing the explorer
-#: would load Panel).
-_RANK = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
-
 
 def choose_projection(ds) -> str | None:
     """The first 2D projection of ``ds``: UMAP, then PaCMAP, t-SNE, PCA, anything else; by name."""
+    from embviz.projections import projection_choices
 
-    def dims(p: str) -> int:
-        entry = ds.table(f"projections/{p}")
-        return int(entry["meta"].get("dims") or (3 if "z" in entry["columns"] else 2))
-
-    flat = [p for p in ds.projections if dims(p) == 2]
-    flat.sort(key=lambda p: (_RANK.get(ds.meta(f"projections/{p}").get("method"), 4), p))
-    return flat[0] if flat else None
+    for choices in projection_choices(ds, dims=2).values():
+        return next(iter(choices.values()))
+    return None
 
 
 @dataclass

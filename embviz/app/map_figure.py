@@ -1,0 +1,131 @@
+"""The 2D map's Bokeh figure: the frame image, the sprites, the outlined selection, hover points.
+
+:class:`~embviz.app.mapview.MapView` fills its sources; this module only builds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from embviz.render.store import View
+
+__all__ = ["MapFigure", "map_figure"]
+
+
+@dataclass
+class MapFigure:
+    """A map's Bokeh figure and the models a frame updates."""
+
+    figure: Any
+    #: the frame: one data-URI PNG covering the view
+    raster_src: Any
+    #: points drawn as their images (``thumb``), with the hover columns of ``point_src``
+    sprite_src: Any
+    #: the selected points in view, outlined
+    highlight_src: Any
+    #: the points in view without an image, for tooltips
+    point_src: Any
+    color_mapper: Any
+    color_bar: Any
+
+
+def map_figure(extent: View) -> MapFigure:
+    """A figure spanning ``extent`` (plus a 3% margin) with empty sources, stretched to fill
+    its container; pan, wheel zoom (active), box and lasso select, reset."""
+    from bokeh.models import (
+        BoxSelectTool,
+        ColorBar,
+        ColumnDataSource,
+        HoverTool,
+        LassoSelectTool,
+        LinearColorMapper,
+        PanTool,
+        ResetTool,
+        WheelZoomTool,
+    )
+    from bokeh.plotting import figure
+
+    e = extent
+    pad_x, pad_y = (e.x1 - e.x0) * 0.03 or 1.0, (e.y1 - e.y0) * 0.03 or 1.0
+    wheel = WheelZoomTool()
+    fig = figure(
+        x_range=(e.x0 - pad_x, e.x1 + pad_x),
+        y_range=(e.y0 - pad_y, e.y1 + pad_y),
+        tools=[PanTool(), wheel, BoxSelectTool(), LassoSelectTool(), ResetTool()],
+        active_scroll=wheel,
+        sizing_mode="stretch_both",
+        min_height=420,
+        output_backend="canvas",
+        match_aspect=False,
+        toolbar_location="above",
+    )
+    fig.xgrid.visible = fig.ygrid.visible = False
+    fig.axis.visible = False
+    fig.outline_line_color = None
+    fig.background_fill_color = "#ffffff"
+    raster_src = ColumnDataSource({"url": [], "x": [], "y": [], "w": [], "h": []})
+    fig.image_url(url="url", x="x", y="y", w="w", h="h", anchor="bottom_left", source=raster_src)
+    # Points drawn as their images: each point is either here or in point_src, never both,
+    # so an inline image crosses the wire once (the tooltip reads the same column).
+    sprite_src = ColumnDataSource(
+        {"x": [], "y": [], "id": [], "thumb": [], "text": [], "w": [], "h": []}
+    )
+    fig.image_url(
+        url="thumb",
+        x="x",
+        y="y",
+        w="w",
+        h="h",
+        anchor="center",
+        source=sprite_src,
+        global_alpha=0.95,
+    )
+    # The current selection, outlined (at most HIGHLIGHT_LIMIT of the selected points in view).
+    highlight_src = ColumnDataSource({"x": [], "y": []})
+    fig.scatter(
+        "x",
+        "y",
+        source=highlight_src,
+        size=7,
+        fill_alpha=0.0,
+        line_color="#111111",
+        line_width=1.2,
+    )
+    point_src = ColumnDataSource({"x": [], "y": [], "id": [], "thumb": [], "text": []})
+    points = fig.scatter(
+        "x",
+        "y",
+        source=point_src,
+        size=9,
+        fill_alpha=0.0,
+        line_alpha=0.0,
+        hover_fill_alpha=0.35,
+        hover_line_alpha=0.9,
+        hover_line_color="#000000",
+    )
+    sprite_points = fig.scatter(
+        "x",
+        "y",
+        source=sprite_src,
+        size=9,
+        fill_alpha=0.0,
+        line_alpha=0.0,
+        hover_line_alpha=0.9,
+        hover_line_color="#000000",
+    )
+    # Fields are HTML-escaped by Bokeh (no {safe}): labels and metadata show as text.
+    fig.add_tools(
+        HoverTool(
+            renderers=[points, sprite_points],
+            tooltips="""
+            <div class="embviz-tip" style="max-width:220px">
+              <img src="@thumb" style="max-width:96px;max-height:96px;display:block"/>
+              <div style="font-size:12px;white-space:pre-line">@text</div>
+            </div>""",
+        )
+    )
+    color_mapper = LinearColorMapper(palette="Viridis256", low=0, high=1)
+    color_bar = ColorBar(color_mapper=color_mapper, visible=False, width=12)
+    fig.add_layout(color_bar, "right")
+    return MapFigure(fig, raster_src, sprite_src, highlight_src, point_src, color_mapper, color_bar)

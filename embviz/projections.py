@@ -1,0 +1,29 @@
+"""Which maps a dataset has: its projections by dimension, grouped by embedding, best first."""
+
+from __future__ import annotations
+
+__all__ = ["RANK", "projection_choices", "projection_dims"]
+
+#: Neighbour-preserving maps first: they are what people open the explorer to see.
+RANK = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
+
+
+def projection_dims(ds, projection: str) -> int:
+    """2 or 3: the recorded ``dims`` of ``projection``, else 3 when it has a ``z`` column."""
+    entry = ds.table(f"projections/{projection}")
+    return int(entry["meta"].get("dims") or (3 if "z" in entry["columns"] else 2))
+
+
+def projection_choices(ds, dims: int = 2) -> dict[str, dict[str, str]]:
+    """Projections with ``dims`` dimensions grouped by source embedding:
+    ``{embedding: {label: projection}}``, neighbour-preserving methods (UMAP, PaCMAP, t-SNE)
+    before PCA and anything else, then by name."""
+    groups: dict[str, dict[str, str]] = {}
+    flat = [p for p in ds.projections if projection_dims(ds, p) == dims]
+    flat.sort(key=lambda p: (RANK.get(ds.meta(f"projections/{p}").get("method"), 4), p))
+    for p in flat:
+        meta = ds.meta(f"projections/{p}")
+        source = str(meta.get("source") or "").removeprefix("embeddings/") or "(given)"
+        label = p.removeprefix(source + ".") if p.startswith(source + ".") else p
+        groups.setdefault(source, {})[label] = p
+    return groups
