@@ -7,6 +7,7 @@ import html
 import panel as pn
 
 from .session import Session
+from .widgets.markup import Markup
 
 __all__ = ["CloudPanel"]
 
@@ -22,7 +23,7 @@ class CloudPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.session = session
         self.cloud = None
-        self.hover_card = pn.pane.HTML("", width=150, css_classes=["embviz-hover-card"])
+        self.hover_card = Markup("", width=150, css_classes=["embviz-hover-card"])
         self._layout = pn.Row(sizing_mode="stretch_both")
         session.on_detach(self._detach)
         session.param.watch(

@@ -11,6 +11,8 @@ import numpy as np
 import panel as pn
 import param
 
+from .widgets.markup import Markup
+
 if TYPE_CHECKING:
     from .session import Session
 
@@ -45,7 +47,7 @@ class SplitCompare(pn.viewable.Viewer):
         cols = [c for c, (_, names) in s.categorical.items() if 2 <= len(names) <= MAX_GROUPS]
         cols.sort(key=lambda c: (c != "split", c))
         self.param.column.objects = cols
-        self._result = pn.pane.HTML("", css_classes=["embviz-compare-result"])
+        self._result = Markup("", css_classes=["embviz-compare-result"])
         if cols:
             self.column = cols[0]
             self._set_groups()
@@ -145,7 +147,7 @@ class SplitCompare(pn.viewable.Viewer):
 
     def __panel__(self):
         if not self.param.column.objects:
-            return pn.pane.HTML(
+            return Markup(
                 '<div class="embviz-muted">No column with 2 to 50 groups to compare.</div>'
             )
         go = pn.widgets.Button(

@@ -12,6 +12,7 @@ import panel as pn
 import param
 
 from .notice import Notice
+from .widgets.markup import Markup
 
 if TYPE_CHECKING:
     from .session import Session
@@ -76,7 +77,7 @@ class Curator(pn.viewable.Viewer):
         self.param.sort_by.objects = sortable
         self.sort_by = sortable[0]
         self._notice = Notice("embviz-curate-message")
-        self._tag_counts = pn.pane.HTML("", css_classes=["embviz-tag-counts"])
+        self._tag_counts = Markup("", css_classes=["embviz-tag-counts"])
         self._download = pn.widgets.FileDownload(
             callback=self._export_file,
             filename=self._filename(),
@@ -246,7 +247,7 @@ class Curator(pn.viewable.Viewer):
         return b
 
     def __panel__(self):
-        hint = pn.pane.HTML(
+        hint = Markup(
             '<div style="font-size:12px;color:#666">No scores yet: run <code>embviz score</code> '
             "for outlier, label-issue, uniqueness and duplicate views.</div>",
             visible=not self.param.score.objects,

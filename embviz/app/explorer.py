@@ -13,6 +13,7 @@ import panel as pn
 from embviz.dataset import Dataset
 
 from .session import Session, projection_choices
+from .widgets.markup import Markup
 
 __all__ = ["POLL_MS", "Explorer", "projection_choices"]
 
@@ -45,10 +46,13 @@ class Explorer(pn.viewable.Viewer):
         self.curator = Curator(self.session)
         self.compare = SplitCompare(self.session)
         self._cloud = None  # the 3D panel, built when 3D is first shown (deck.gl loads then)
-        self._status = pn.pane.HTML(
-            pn.bind(html.escape, self.session.param.status),
+        self._status = Markup(
+            html.escape(self.session.status),
             sizing_mode="stretch_width",
             css_classes=["embviz-status"],
+        )
+        self.session.param.watch(
+            lambda e: setattr(self._status, "object", html.escape(e.new)), "status"
         )
         self._select_view = pn.widgets.Button(
             label="Select the points in view", visible=False, css_classes=["embviz-select-view"]

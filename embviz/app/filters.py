@@ -10,6 +10,7 @@ import numpy as np
 import panel as pn
 
 from .session import NOT_COLOURS, Session
+from .widgets.markup import Markup
 
 __all__ = ["FilterPanel", "category_counts", "histogram_svg"]
 
@@ -150,7 +151,7 @@ class FilterPanel(pn.viewable.Viewer):
             ),
             "value_throttled",
         )
-        return [w, pn.pane.HTML(svg, margin=(0, 10))]
+        return [w, Markup(svg, margin=(0, 10))]
 
     @property
     def widgets(self) -> list:

@@ -32,12 +32,13 @@ def in_kernel() -> bool:
 
 
 def setup_notebook(*, holoviews: bool = False, force: bool = False) -> bool:
-    """Load Panel (and with ``holoviews`` HoloViews' Bokeh backend) into this notebook, inline.
+    """Load Panel into this notebook, inline; with ``holoviews``, show HoloViews objects too.
 
     Publishes Bokeh's, Panel's and deck.gl's JavaScript and CSS inside the running cell's
-    output (about 8 MB, once per kernel; HoloViews adds about 5 MB), so nothing is fetched
-    from a CDN, and keeps ``pn.config.inline`` on, which also inlines the stylesheets of
-    everything displayed later. Does nothing outside a kernel. The explorer, :func:`~embviz.
+    output (about 8 MB, once per kernel), so nothing is fetched from a CDN, and keeps
+    ``pn.config.inline`` on, which also inlines the stylesheets of everything displayed later.
+    With ``holoviews``, HoloViews objects display as Panel panes on the Bokeh backend (what
+    HoloViews' own notebook display builds, without loading the scripts a second time). Does nothing outside a kernel. The explorer, :func:`~embviz.
     app.notebook.points` and :func:`~embviz.app.notebook.deck` call it themselves; call it with
     ``force=True`` after reloading the browser page of a running kernel (the page lost the
     scripts, the kernel still thinks they are loaded). Returns whether it published anything.
@@ -52,13 +53,28 @@ def setup_notebook(*, holoviews: bool = False, force: bool = False) -> bool:
         pn.extension("deckgl", inline=True)
         _LOADED.add("panel")
         published = True
-    if holoviews and (force or "holoviews" not in _LOADED):
-        import holoviews as hv
-
-        hv.extension("bokeh", inline=True, logo=False)
+    if holoviews and "holoviews" not in _LOADED:
+        _show_holoviews_with_panel()
         _LOADED.add("holoviews")
-        published = True
     return published
+
+
+def _show_holoviews_with_panel() -> None:
+    """Display HoloViews objects in this kernel as Panel panes (Bokeh backend).
+
+    Not ``hv.extension("bokeh")``: that publishes Bokeh, Panel and deck.gl a second time (about
+    8 MB; deck.gl's luma.gl then refuses to initialise twice and Bokeh re-registers its models
+    under a running explorer), and HoloViews' own output links Panel's stylesheets on its CDN.
+    A Panel pane is what HoloViews' notebook display builds anyway; Panel's display inlines them.
+    """
+    import holoviews as hv
+    import panel as pn
+    from IPython import get_ipython
+
+    def bundle(obj):
+        return pn.panel(obj, backend="bokeh")._repr_mimebundle_()
+
+    get_ipython().display_formatter.mimebundle_formatter.for_type(hv.core.Dimensioned, bundle)
 
 
 def offline_page(page: str) -> str:

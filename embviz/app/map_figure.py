@@ -49,10 +49,11 @@ def map_figure(extent: View) -> MapFigure:
     e = extent
     pad_x, pad_y = (e.x1 - e.x0) * 0.03 or 1.0, (e.y1 - e.y0) * 0.03 or 1.0
     wheel = WheelZoomTool()
+    box, lasso = BoxSelectTool(), LassoSelectTool()
     fig = figure(
         x_range=(e.x0 - pad_x, e.x1 + pad_x),
         y_range=(e.y0 - pad_y, e.y1 + pad_y),
-        tools=[PanTool(), wheel, BoxSelectTool(), LassoSelectTool(), ResetTool()],
+        tools=[PanTool(), wheel, box, lasso, ResetTool()],
         active_scroll=wheel,
         sizing_mode="stretch_both",
         min_height=420,
@@ -114,6 +115,10 @@ def map_figure(extent: View) -> MapFigure:
         hover_line_alpha=0.9,
         hover_line_color="#000000",
     )
+    # The server selects from the tools' geometry. Selecting in the browser too, in a source an
+    # image_url glyph draws from, would break the page: BokehJS paints a selection with a
+    # second ImageURL view that never loaded its images ("reading '10'" on every paint).
+    box.renderers = lasso.renderers = [points]
     # Fields are HTML-escaped by Bokeh (no {safe}): labels and metadata show as text.
     fig.add_tools(
         HoverTool(

@@ -7,6 +7,8 @@ import html
 import panel as pn
 import param
 
+from .widgets.markup import Markup
+
 __all__ = ["Notice"]
 
 
@@ -18,7 +20,7 @@ class Notice(pn.viewable.Viewer):
 
     def __init__(self, css_class: str, **params):
         super().__init__(**params)
-        self._pane = pn.pane.HTML("", css_classes=[css_class])
+        self._pane = Markup("", css_classes=[css_class])
 
     def say(self, text: str, *, error: bool = False) -> None:
         """Show ``text`` (red when ``error``); an empty text clears the line."""

@@ -10,6 +10,7 @@ import param
 
 from .notice import Notice
 from .session import Session
+from .widgets.markup import Markup
 
 __all__ = ["SearchPanel"]
 
@@ -145,7 +146,7 @@ class SearchPanel(pn.viewable.Viewer):
                 "embviz-similar-grid",
                 lambda: self.search_ids(s.shown_ids, what="the grid"),
             ),
-            pn.pane.HTML('<div style="font-size:12px">…or to an image:</div>'),
+            Markup('<div style="font-size:12px">…or to an image:</div>'),
             self._upload,
             self._text_row,
             pn.widgets.IntInput.from_param(self.param.k, name="Results"),

@@ -9,6 +9,7 @@ import param
 
 from ._panes import PANEL_CSS, reopen
 from .grid import ImageGrid
+from .markup import Markup
 
 __all__ = ["DetailPanel"]
 
@@ -38,12 +39,12 @@ class DetailPanel(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._image = pn.pane.HTML(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
-        self._fields = pn.pane.HTML(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
-        self._heading = pn.pane.HTML(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        self._image = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        self._fields = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        self._heading = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
         self._grid = ImageGrid(columns=4, thumb_px=72)
         self._grid.param.watch(lambda _: reopen(self, self._grid.clicked), "clicks")
-        self._neighbours_title = pn.pane.HTML(
+        self._neighbours_title = Markup(
             '<div class="embviz-heading">Nearest neighbours</div>', stylesheets=[PANEL_CSS]
         )
         close = pn.widgets.Button(label="Close", css_classes=["embviz-close"], width=80)

@@ -13,6 +13,7 @@ import param
 
 from ._panes import PANEL_CSS, reopen
 from .grid import ImageGrid
+from .markup import Markup
 
 __all__ = ["SelectionGrid", "label_counts"]
 
@@ -104,9 +105,9 @@ class SelectionGrid(pn.viewable.Viewer):
         self._grid = ImageGrid()
         self._grid.param.watch(lambda _: reopen(self, self._grid.clicked), "clicks")
         self._grid.param.watch(self._on_toggle, "toggled")
-        self._header = pn.pane.HTML(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
-        self._counts = pn.pane.HTML(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
-        self._hint = pn.pane.HTML(
+        self._header = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        self._counts = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        self._hint = Markup(
             '<div class="embviz-muted">Box- or lasso-select points on the map to see them here.</div>',
             stylesheets=[PANEL_CSS],
         )
@@ -114,7 +115,7 @@ class SelectionGrid(pn.viewable.Viewer):
         self._next = pn.widgets.Button(label="Next ›", css_classes=["embviz-next"], width=100)
         self._prev.on_click(lambda _: self.param.update(page=max(0, self.page - 1)))
         self._next.on_click(lambda _: self.param.update(page=min(self.page + 1, self.pages - 1)))
-        self._page_text = pn.pane.HTML(stylesheets=[PANEL_CSS], align="center")
+        self._page_text = Markup(stylesheets=[PANEL_CSS], align="center")
         self._pager = pn.Row(self._prev, self._page_text, self._next)
         self._layout = pn.Column(
             self._header,
