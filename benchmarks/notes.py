@@ -11,6 +11,7 @@ GOALS = {
     "cloud3d.points_sent": "<= budget (250,000)",
     "index.query_ms": "<= 20 ms",
     "curate.label_issue_recall_at_5pct": ">= 0.6",
+    "labels.issue_precision_at_n": "confident >= blend",
     "curate.duplicate_recall": ">= 0.95",
     "curate.ood_recall_at_n": ">= 0.8",
     "serve.p95_frame_seconds": "<= 2 s at 25 sessions",
@@ -100,6 +101,16 @@ NOTES = """
   distance only); `curate.duplicate_precision`: share of rows in duplicate groups that are a
   planted copy or original. `curate.ood_recall_at_n`: share of the 50 planted images among the
   50 highest `outlier_score` (the step's `knn`; `lof` and `blend` on the same neighbours).
+  `labels.*` (issue 11, `.venv/bin/python benchmarks/run.py --only labels`): the demo's
+  5,000 digits and its `blocks.5` embedding and neighbours, with 250 labels (5%) flipped in
+  memory (a flip does not change the image, so nothing is re-embedded): `random` to any other
+  digit, `systematic` between look-alikes (4<->9, 3<->5, 1<->7). `labels.issue_precision_at_n`:
+  share of planted flips among the 250 highest label-issue scores, for the score step's former
+  method (`knn+probe blend`: the neighbour vote averaged with a 5-fold probe) and for the
+  `predict` step's out-of-fold probe with confident learning (per-class thresholds, the
+  flagged rows first, least self-confident first: what `score` now does after `predict`).
+  `labels.flagged`: rows confident learning flags. `labels.probe_accuracy`: out-of-fold
+  accuracy of the probe on the clean labels.
   `curate.seconds`: each step from scratch. Run: `.venv/bin/python benchmarks/run.py --only
   curate`. On these 28 px digits the embedding alone cannot tell a near copy from a natural
   neighbour: a copy lies at about half the median nearest-neighbour distance from its original

@@ -22,7 +22,18 @@ REPORT = ROOT / "BENCHMARKS.md"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-SUITES = ("embed", "reduce", "synth", "raster", "cloud3d", "report", "index", "curate", "serve")
+SUITES = (
+    "embed",
+    "reduce",
+    "synth",
+    "raster",
+    "cloud3d",
+    "report",
+    "index",
+    "curate",
+    "labels",
+    "serve",
+)
 
 
 def _merge(records: list[dict]) -> list[dict]:

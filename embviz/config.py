@@ -18,6 +18,7 @@ __all__ = [
     "Recipe",
     "ReduceConfig",
     "ReportSettings",
+    "PredictConfig",
     "ScoreConfig",
     "SourceConfig",
     "check_schedule",
@@ -91,6 +92,18 @@ class IndexConfig:
 
 
 @dataclass
+class PredictConfig:
+    """A classifier's predictions (``predictions`` table); keys are the options of
+    ``embviz predict``."""
+
+    source: str = "probe"
+    embedding: str | None = None  #: default the first embedding
+    k: int = 10
+    folds: int = 5
+    seed: int = 0
+
+
+@dataclass
 class ScoreConfig:
     """The per-sample scores; keys are the options of ``embviz score``."""
 
@@ -105,7 +118,8 @@ class ScoreConfig:
 
 @dataclass
 class Recipe:
-    """A pipeline recipe for ``embviz build``: ingest, each embed, each reduce, each index, score."""
+    """A pipeline recipe for ``embviz build``: ingest, each embed, each reduce, each index,
+    predict, score."""
 
     dataset: str
     source: SourceConfig
@@ -114,6 +128,7 @@ class Recipe:
     embed: list[EmbedConfig] = field(default_factory=list)
     reduce: list[ReduceConfig] = field(default_factory=list)
     index: list[IndexConfig] = field(default_factory=list)
+    predict: PredictConfig | None = None
     score: ScoreConfig | None = None
 
 

@@ -271,7 +271,7 @@ class TableWriter:
             ("/" in key) != (table_kind(key) in ("embeddings", "projections"))
         ):
             raise DatasetError(
-                f"bad table key {key!r}; expected samples, thumbnails, embeddings/<name> or projections/<name>"
+                f"bad table key {key!r}; expected samples, thumbnails, scores, predictions, embeddings/<name> or projections/<name>"
             )
         self.root = Path(root)
         self.key = key

@@ -26,10 +26,10 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 #: Table keys: ``samples``, ``thumbnails``, ``scores`` (per-sample scores keyed by ``id``),
-#: ``embeddings/<slug>``, ``projections/<slug>``.
-TABLE_KINDS = ("samples", "thumbnails", "scores", "embeddings", "projections")
+#: ``predictions`` (a classifier's, keyed by ``id``), ``embeddings/<slug>``, ``projections/<slug>``.
+TABLE_KINDS = ("samples", "thumbnails", "scores", "predictions", "embeddings", "projections")
 _KEY_RE = re.compile(
-    r"^(samples|thumbnails|scores|(embeddings|projections)/[A-Za-z0-9][A-Za-z0-9_.\-]*)$"
+    r"^(samples|thumbnails|scores|predictions|(embeddings|projections)/[A-Za-z0-9][A-Za-z0-9_.\-]*)$"
 )
 _TOP_KEYS = {"format", "format_version", "name", "created", "tables", "steps"}
 _TABLE_KEYS = {"dir", "rows", "columns", "partitions", "meta", "written"}
@@ -119,7 +119,7 @@ def _validate_table(tkey: str, entry: Any, where: str) -> None:
     if not _KEY_RE.match(tkey):
         _fail(
             where,
-            f"{at}: bad table key; expected samples, thumbnails, scores, embeddings/<name> or projections/<name>",
+            f"{at}: bad table key; expected samples, thumbnails, scores, predictions, embeddings/<name> or projections/<name>",
         )
     if not isinstance(entry, dict):
         _fail(where, f"{at} must be an object")

@@ -38,6 +38,7 @@ def build(
     from .embed import embed
     from .index import index
     from .ingest import ingest
+    from .predict import predict
     from .reduce import reduce
     from .score import score
 
@@ -64,6 +65,8 @@ def build(
         )
     for opts in recipe.index:
         steps.append(index(out, progress=progress, **dataclasses.asdict(opts)))
+    if recipe.predict is not None:  # before score: label issues use its probabilities
+        steps.append(predict(out, progress=progress, **dataclasses.asdict(recipe.predict)))
     if recipe.score is not None:
         steps.append(score(out, progress=progress, **dataclasses.asdict(recipe.score)))
     return BuildResult(dataset=out, steps=steps, seconds=time.time() - t0)

@@ -124,6 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--force", action="store_true", help="recompute even if already done")
 
+    s = sub.add_parser(
+        "predict", help="a classifier's top-k, confidence, margin and entropy per sample"
+    )
+    s.add_argument("dataset")
+    s.add_argument("--source", default="probe", choices=["probe"], help="probe: out-of-fold")
+    s.add_argument("--embedding", help=EMBEDDING_HELP)
+    s.add_argument("-k", type=int, default=10, help="classes kept per sample")
+    s.add_argument("--folds", type=int, default=5, help="probe cross-validation folds")
+    s.add_argument("--force", action="store_true", help="recompute even if already done")
+
     s = sub.add_parser("build", help="run a YAML recipe end to end")
     s.add_argument("config")
     s.add_argument("--dataset", help="override the recipe's dataset directory")
@@ -201,6 +211,18 @@ def _run(args: argparse.Namespace) -> int:
             k=args.k,
             metric=args.metric,
             exact_below=args.exact_below,
+            force=args.force,
+            progress=progress,
+        )
+    elif cmd == "predict":
+        from .predict import predict
+
+        r = predict(
+            args.dataset,
+            source=args.source,
+            embedding=args.embedding,
+            k=args.k,
+            folds=args.folds,
             force=args.force,
             progress=progress,
         )

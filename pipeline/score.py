@@ -13,18 +13,21 @@ from embviz import duplicates
 from embviz import scores as sc
 from embviz.dataset import Dataset, table_to_vectors
 from embviz.errors import DatasetError
-from embviz.samples import SCORES
+from embviz.samples import PREDICTIONS, SCORES
 
 from .choose import as_dataset, pick_table
 from .index import ensure_neighbours, neighbour_matrix
 from .reduce import _read_sample
+from .score_labels import (
+    CONFIDENCE_COLUMN,
+    LABEL_METHODS,
+    PREDICTION_COLUMNS,
+    codes,
+    label_scores,
+)
 
-__all__ = ["PREDICTION_COLUMNS", "ScoreResult", "score"]
+__all__ = ["LABEL_METHODS", "PREDICTION_COLUMNS", "ScoreResult", "score"]
 
-#: Samples columns read as a model's predicted label (the first present wins), and its
-#: confidence in [0, 1]; label issues blend them in.
-PREDICTION_COLUMNS = ("prediction", "predicted_label")
-CONFIDENCE_COLUMN = "confidence"
 #: With ``pixel_check=None``, thumbnails confirm near duplicates up to this many rows. At
 #: ~0.3 ms per thumbnail decoded and ~50 us per pair compared (measured on the 5,150-image
 #: planted benchmark, ~7 pairs per row) 1M rows take roughly 10-15 minutes on 2 cores.
@@ -82,23 +85,6 @@ class ScoreResult:
     duplicates: int
     label_method: str | None
     reused: bool = False
-
-
-def _codes(*columns) -> tuple[list[np.ndarray], list[str]]:
-    """Shared integer codes (-1 for null) of string-like columns, and the code -> value list."""
-    import pyarrow as pa
-
-    lengths = [len(c) for c in columns]
-    chunks = [ch for c in columns for ch in c.cast(pa.string()).chunks]
-    joined = pa.chunked_array(chunks, type=pa.string()).combine_chunks().dictionary_encode()
-    codes = joined.indices.to_numpy(zero_copy_only=False)
-    codes = np.where(joined.indices.is_null().to_numpy(zero_copy_only=False), -1, codes)
-    codes = np.asarray(codes, dtype=np.int64)
-    out, start = [], 0
-    for length in lengths:
-        out.append(codes[start : start + length])
-        start += length
-    return out, joined.dictionary.to_pylist()
 
 
 def _strings(codes: np.ndarray, values: list[str]):
@@ -202,7 +188,10 @@ def score(
         :func:`embviz.duplicates.pixel_duplicate_pairs`). It finds re-encoded, brightened or
         shifted copies the embedding moved too far for ``near_threshold``. None: on when the
         dataset has thumbnails and at most 1,000,000 rows.
-    label_method : ``auto``, ``knn`` or ``classifier`` (:func:`embviz.scores.label_issues`).
+    label_method : one of :data:`LABEL_METHODS`: ``confident`` scores the rows the ``predict``
+        step predicted by confident learning (:func:`embviz.scores.confident_issues`), ``knn``
+        and ``classifier`` as :func:`embviz.scores.label_issues`; ``auto`` takes ``confident``
+        when a ``predictions`` table exists.
     seed : seeds k-means, the classifier's folds and the sampling.
     force : recompute even when the scores table matches.
     progress : show progress bars (of an ``index`` run).
@@ -218,8 +207,10 @@ def score(
         raise ValueError(f"k must be >= 1, got {k}")
     if clusters is not None and clusters < 1:
         raise ValueError(f"clusters must be >= 1, got {clusters}")
-    if label_method not in ("auto", "knn", "classifier"):
-        raise ValueError(f"unknown label_method {label_method!r}; valid: auto, knn, classifier")
+    if label_method not in LABEL_METHODS:
+        raise ValueError(
+            f"unknown label_method {label_method!r}; valid: {', '.join(LABEL_METHODS)}"
+        )
     if not ds.has("samples"):
         raise DatasetError(f"{ds.root}: no 'samples' table; run 'embviz ingest' first")
     key = f"embeddings/{emb}"
@@ -241,6 +232,7 @@ def score(
                 "samples_dir": ds.table("samples")["dir"],
                 "source_dir": ds.table(key)["dir"],
                 "thumbnails_dir": ds.table("thumbnails")["dir"] if ds.has("thumbnails") else None,
+                "predictions_dir": ds.table(PREDICTIONS)["dir"] if ds.has(PREDICTIONS) else None,
                 "neighbours": {
                     "fingerprint": step.get("fingerprint"),
                     "written": step.get("written"),
@@ -276,48 +268,13 @@ def score(
     outlier = sc.outlier_scores(nbr, dist)
     unique = sc.uniqueness(dist)
 
-    # Labels (and a model's predictions) share one code space.
-    label_values: list[str] = []
-    labels = np.full(n, -1, dtype=np.int64)
-    prediction = confidence = None
-    if "label" in columns:
-        label_cols = [samples.column("label")]
-        if pred_col is not None:
-            label_cols.append(samples.column(pred_col))
-        coded, label_values = _codes(*label_cols)
-        labels = np.where(has_vector, coded[0], -1)
-        if pred_col is not None:
-            prediction = coded[1]
-            if CONFIDENCE_COLUMN in columns:
-                confidence = samples.column(CONFIDENCE_COLUMN).cast(pa.float64())
-                confidence = confidence.to_numpy(zero_copy_only=False)
-    issue_score = np.full(n, np.nan, dtype=np.float32)
-    suggested = np.full(n, -1, dtype=np.int64)
-    label_used = None
-    if (labels >= 0).any():
-        vectors = None
-        if sc.wants_classifier(labels, method=label_method):
-            vid, vecs = ds.read_vectors(key)
-            vectors = np.zeros((n, vecs.shape[1]), dtype=np.float32)
-            rows = sc.neighbour_rows(ids, vid)
-            vectors[rows[rows >= 0]] = vecs[rows >= 0]
-            del vecs
-        issues = sc.label_issues(
-            labels,
-            nbr,
-            dist,
-            vectors=vectors,
-            prediction=prediction,
-            confidence=confidence,
-            method=label_method,
-            seed=seed,
-        )
-        issue_score, suggested, label_used = issues.score, issues.suggested, issues.method
-        del vectors
+    issue_score, suggested, label_used, label_values = label_scores(
+        ds, samples, key, nbr, dist, has_vector, method=label_method, seed=seed
+    )
 
     hashes = None
     if "content_hash" in columns:
-        hashes = _codes(samples.column("content_hash"))[0][0]
+        hashes = codes(samples.column("content_hash"))[0][0]
     use_pixels = pixel_check
     if use_pixels is None:
         use_pixels = ds.has("thumbnails") and "thumb_id" in columns and n <= PIXEL_CHECK_BELOW

@@ -105,6 +105,8 @@ def test_app_components_use_only_public_names_of_other_objects():
                 continue
             if node.attr.startswith("__"):
                 continue
+            if node.attr.startswith("_repr_") and node.attr.endswith("_"):
+                continue  # IPython's display protocol (_repr_html_, _repr_mimebundle_): public
             owner = node.value
             if isinstance(owner, ast.Name) and owner.id in ({"self", "cls"} | local):
                 continue

@@ -16,13 +16,14 @@ def sample_columns_for(ds, ids: np.ndarray) -> tuple[dict, dict]:
     Returns ``(categorical, numeric)``: ``{column: (codes, sorted names)}`` for strings and
     booleans with at most ``MAX_CATEGORIES`` values (``(none)`` for nulls and for ids with no
     sample row), ``{column: float32}`` for numbers (NaN for those). ``uri``, ``content_hash``
-    and ``thumb_id`` are left out: nothing colours by them.
+    ``thumb_id`` and ``probe_fold`` are left out: nothing colours by them.
     """
     import pyarrow as pa
 
     from embviz.samples import read_sample_columns, sample_columns
 
-    wanted = [c for c in sample_columns(ds) if c not in ("id", "uri", "content_hash", "thumb_id")]
+    skip = ("id", "uri", "content_hash", "thumb_id", "probe_fold")
+    wanted = [c for c in sample_columns(ds) if c not in skip]
     samples = read_sample_columns(ds, wanted)
     sample_ids = samples.column("id").to_numpy()
     # Sample ids are usually dense (0..n-1): then the join is one array take, not a hash join.

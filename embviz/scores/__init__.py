@@ -15,6 +15,7 @@ this package is their public face.
 from __future__ import annotations
 
 from .clusters import assign_clusters, cluster_names, default_clusters, fit_centroids
+from .confident import class_thresholds, confident_issues
 from .labels import CLASSIFIER_BELOW, LabelIssues, label_issues, wants_classifier
 from .neighbours import neighbour_rows, rank01
 from .outliers import OUTLIER_METHODS, outlier_scores, uniqueness
@@ -24,6 +25,8 @@ __all__ = [
     "OUTLIER_METHODS",
     "LabelIssues",
     "assign_clusters",
+    "class_thresholds",
+    "confident_issues",
     "cluster_names",
     "default_clusters",
     "fit_centroids",

@@ -38,11 +38,6 @@ class LabelIssues:
 #: Neighbour vote weights are ``1 / (d + delta)``, ``delta`` this fraction of the median
 #: nearest-neighbour distance: an exact duplicate gets a large but finite vote.
 _VOTE_DELTA = 0.5
-#: Logistic regression's inverse regularisation (strong: on the planted MNIST flips C=0.01-0.03
-#: found 92% of them, sklearn's default C=1 86%), and the width above which vectors are
-#: PCA-reduced before it (keeps 200K x 1280-D fits to minutes).
-_CLASSIFIER_C = 0.03
-_CLASSIFIER_DIMS = 128
 #: With ``method="auto"``, the most rows the label-issue classifier runs on, and the most
 #: rows x classes (its cost grows with both: 200K rows of 10 classes take a few minutes on
 #: 2 cores); beyond either the neighbour vote alone runs.
@@ -64,44 +59,15 @@ def wants_classifier(
 def _classifier_proba(
     vectors: np.ndarray, labels: np.ndarray, *, folds: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Cross-validated class probabilities of a logistic regression on the vectors.
+    """Out-of-fold probe probabilities (:func:`~embviz.scores.probe.probe_proba`) of the
+    labelled rows: ``(rows, classes, proba (len(rows), len(classes)))``, or None."""
+    from .probe import probe_proba
 
-    Returns ``(rows, classes, proba (len(rows), len(classes)))`` for the labelled rows of the
-    classes with at least ``folds`` members, or None when fewer than two such classes exist.
-    Each row's probabilities come from models that never saw it (cleanlab's out-of-sample
-    predicted probabilities).
-    """
-    import warnings
-
-    from sklearn.decomposition import PCA
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
-
-    counts = np.bincount(labels[labels >= 0])
-    classes = np.flatnonzero(counts >= folds)
-    if len(classes) < 2:
+    found = probe_proba(vectors, labels, folds=folds, seed=seed, predict_unlabelled=False)
+    if found is None:
         return None
-    rows = np.flatnonzero(np.isin(labels, classes))
-    x = np.asarray(vectors[rows], dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # cosine geometry
-    steps: list = [StandardScaler()]
-    # No more components than the smallest training fold has rows.
-    dims = min(_CLASSIFIER_DIMS, len(rows) * (folds - 1) // folds - 1)
-    if x.shape[1] > dims >= 2:
-        steps.insert(0, PCA(dims, random_state=seed))
-    model = make_pipeline(*steps, LogisticRegression(C=_CLASSIFIER_C, max_iter=300))
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    # One BLAS thread: these small products gain nothing from more, and on a busy machine
-    # OpenBLAS's spinning threads made a 5,000-row fit 40x slower.
-    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
-        # A few lbfgs iterations short of convergence barely move the probabilities.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        proba = cross_val_predict(model, x, labels[rows], cv=cv, method="predict_proba")
-    return rows, classes, proba.astype(np.float32)
+    rows = np.flatnonzero(found.fold >= 0)
+    return rows, found.classes, found.proba[rows]
 
 
 def label_issues(
