@@ -33,6 +33,7 @@ class Explorer(pn.viewable.Viewer):
         from .curate import Curator
         from .filters import FilterPanel
         from .map_panel import MapPanel
+        from .model_panel import ModelPanel
         from .samples_panel import SamplePanels
         from .search_panel import SearchPanel
 
@@ -45,6 +46,7 @@ class Explorer(pn.viewable.Viewer):
         self.search = SearchPanel(self.session)
         self.curator = Curator(self.session)
         self.compare = SplitCompare(self.session)
+        self.model = ModelPanel(self.session)
         self._cloud = None  # the 3D panel, built when 3D is first shown (deck.gl loads then)
         self._status = Markup(
             html.escape(self.session.status),
@@ -168,8 +170,8 @@ class Explorer(pn.viewable.Viewer):
         )
 
     def sidebar(self) -> pn.Tabs:
-        """The side column: the view's controls and, in a second tab, curation."""
-        return pn.Tabs(
+        """The side column: the view's controls, curation, and the model's predictions."""
+        tabs = pn.Tabs(
             ("View", self.controls()),
             ("Curate", self.tools()),
             # Only the open tab becomes Bokeh models: a session that never curates never
@@ -178,6 +180,10 @@ class Explorer(pn.viewable.Viewer):
             sizing_mode="stretch_width",
             css_classes=["embviz-sidebar-tabs"],
         )
+        if self.model.available:  # a classifier's predictions: built when first opened
+            tabs.append(("Model", self.model))
+            tabs.param.watch(lambda e: e.new == 2 and self.model.show(), "active")
+        return tabs
 
     def main(self) -> pn.Column:
         """The map (taking the space the window gives it), its status line, then the grid

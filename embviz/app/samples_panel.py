@@ -84,6 +84,7 @@ class SamplePanels(pn.viewable.Viewer):
             sample=shown["record"],
             image_src=shown["image"],
             neighbours=shown["neighbours"],
+            predictions=shown["predictions"],
             visible_detail=True,
         )
 

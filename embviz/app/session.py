@@ -284,7 +284,9 @@ class Session(param.Parameterized):
     def describe(self, sample_id: int) -> dict[str, Any]:
         """What the detail panel shows of ``sample_id``: its fields, tags and neighbours.
 
-        Returns ``{"record": {...}, "image": url, "neighbours": [{id, label, src, distance}]}``.
+        Returns ``{"record": {...}, "image": url, "neighbours": [{id, label, src, distance}],
+        "predictions": [{label, p}, ...]}`` (the top-k of the ``predict`` step, most probable
+        first; [] without predictions).
         """
         from .records import neighbour_cards, sample_record
 
@@ -295,7 +297,15 @@ class Session(param.Parameterized):
         tags = self.tags_of(sample_id)
         if tags:
             record["tags"] = tags
-        return {"record": record, "image": self.image_url(sample_id), "neighbours": items}
+        from embviz.predictions import read_top_k
+
+        top_k = [{"label": c, "p": p} for c, p in read_top_k(self._ds, sample_id)]
+        return {
+            "record": record,
+            "image": self.image_url(sample_id),
+            "neighbours": items,
+            "predictions": top_k,
+        }
 
     # -- images: route URLs keyed by id (never a path), or data URIs (``images="inline"``) ------
     @property

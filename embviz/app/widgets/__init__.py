@@ -9,9 +9,10 @@ nothing is loaded from outside the page.
 
 from __future__ import annotations
 
+from ._panes import PANEL_CSS
 from .detail import DetailPanel
 from .grid import ImageGrid
 from .legend import Legend
 from .selection import SelectionGrid, label_counts
 
-__all__ = ["DetailPanel", "ImageGrid", "Legend", "SelectionGrid", "label_counts"]
+__all__ = ["PANEL_CSS", "DetailPanel", "ImageGrid", "Legend", "SelectionGrid", "label_counts"]

@@ -1,4 +1,4 @@
-"""The detail panel: one sample's image, every field as text, and its nearest neighbours."""
+"""The detail panel: one sample's image, a classifier's top-k, every field, its nearest neighbours."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ class DetailPanel(pn.viewable.Viewer):
         item_type=dict,
         doc='Nearest neighbours, each {"id": int, "label": str, "src": url, "distance": float}.',
     )
+    predictions = param.List(
+        default=[],
+        item_type=dict,
+        doc='A classifier\'s top-k, most probable first, each {"label": str, "p": float}; '
+        "drawn as bars, the sample's own label marked.",
+    )
     opened = param.Integer(
         default=-1,
         doc="Id of the neighbour clicked last; re-set on every click (via -1 on a repeat).",
@@ -42,6 +48,9 @@ class DetailPanel(pn.viewable.Viewer):
         self._image = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
         self._fields = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
         self._heading = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        self._top_k = Markup(
+            stylesheets=[PANEL_CSS], sizing_mode="stretch_width", css_classes=["embviz-top-k"]
+        )
         self._grid = ImageGrid(columns=4, thumb_px=72)
         self._grid.param.watch(lambda _: reopen(self, self._grid.clicked), "clicks")
         self._neighbours_title = Markup(
@@ -52,6 +61,7 @@ class DetailPanel(pn.viewable.Viewer):
         self._layout = pn.Column(
             pn.Row(self._heading, close, sizing_mode="stretch_width"),
             self._image,
+            self._top_k,
             self._fields,
             self._neighbours_title,
             self._grid,
@@ -60,6 +70,7 @@ class DetailPanel(pn.viewable.Viewer):
             visible=self.param.visible_detail,
         )
         self._show_sample()
+        self._show_top_k()
         self._show_neighbours()
 
     @property
@@ -85,6 +96,24 @@ class DetailPanel(pn.viewable.Viewer):
             for k, v in self.sample.items()
         )
         self._fields.object = f'<table class="embviz-detail-fields">{rows}</table>'
+
+    @param.depends("predictions", "sample", watch=True)
+    def _show_top_k(self) -> None:
+        own = str(self.sample.get("label", ""))
+        rows = "".join(
+            f'<tr class="{"embviz-own" if str(p["label"]) == own else ""}">'
+            f"<th>{html.escape(str(p['label']))}{' ✓' if str(p['label']) == own else ''}</th>"
+            f'<td><div class="embviz-bar" style="width:{max(1.0, 100 * float(p["p"])):.1f}%">'
+            f'</div></td><td class="embviz-num">{float(p["p"]):.2f}</td></tr>'
+            for p in self.predictions
+        )
+        self._top_k.object = (
+            '<div class="embviz-heading">Predictions</div>'
+            f'<table class="embviz-top-k-table">{rows}</table>'
+            if rows
+            else ""
+        )
+        self._top_k.visible = bool(rows)
 
     @param.depends("neighbours", watch=True)
     def _show_neighbours(self) -> None:
