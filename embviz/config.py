@@ -96,8 +96,12 @@ class PredictConfig:
     """A classifier's predictions (``predictions`` table); keys are the options of
     ``embviz predict``."""
 
-    source: str = "probe"
+    source: str = "probe"  #: ``probe`` (on ``embedding``) or ``head`` (``model``'s classifier)
     embedding: str | None = None  #: default the first embedding
+    model: str = "efficientnet_lite0"
+    image_size: int | None = None
+    batch_size: int = 64
+    class_names: str | None = None  #: a file naming the head's logits
     k: int = 10
     folds: int = 5
     seed: int = 0

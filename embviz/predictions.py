@@ -35,7 +35,8 @@ def summarize(
     proba : float ``(n, c)`` class probabilities (rows sum to 1); a NaN row has no prediction
         (all its columns are null).
     classes : the ``c`` class names, in ``proba``'s column order.
-    labels : each sample's label (None: unlabelled); ``correct`` is null without one.
+    labels : each sample's label (None: unlabelled); ``correct`` is null without one, and
+        where the label is not one of ``classes``.
     k : classes kept per row (at most ``c``).
 
     Columns: ``id``; ``predicted_label`` (string); ``confidence`` (top-1 probability);
@@ -64,7 +65,10 @@ def summarize(
         correct = pa.nulls(n, pa.bool_())
     else:
         lab = np.asarray(labels, dtype=object)
-        known = np.array([v is not None for v in lab]) & has
+        # Right or wrong only where the label is one of the classes (ImageNet's head on
+        # digits is neither).
+        names_set = set(classes)
+        known = np.array([v is not None and v in names_set for v in lab], dtype=bool) & has
         correct = pa.array(predicted == lab, mask=~known)
     flat_labels = pa.array(names[order].ravel().tolist(), pa.string())
     offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))

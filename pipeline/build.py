@@ -66,7 +66,8 @@ def build(
     for opts in recipe.index:
         steps.append(index(out, progress=progress, **dataclasses.asdict(opts)))
     if recipe.predict is not None:  # before score: label issues use its probabilities
-        steps.append(predict(out, progress=progress, **dataclasses.asdict(recipe.predict)))
+        opts = dataclasses.asdict(recipe.predict)
+        steps.append(predict(out, scheduler=scheduler, progress=progress, **opts))
     if recipe.score is not None:
         steps.append(score(out, progress=progress, **dataclasses.asdict(recipe.score)))
     return BuildResult(dataset=out, steps=steps, seconds=time.time() - t0)

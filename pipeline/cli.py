@@ -128,10 +128,20 @@ def _parser() -> argparse.ArgumentParser:
         "predict", help="a classifier's top-k, confidence, margin and entropy per sample"
     )
     s.add_argument("dataset")
-    s.add_argument("--source", default="probe", choices=["probe"], help="probe: out-of-fold")
-    s.add_argument("--embedding", help=EMBEDDING_HELP)
+    s.add_argument(
+        "--source",
+        default="probe",
+        choices=["probe", "head"],
+        help="probe: a linear probe on an embedding, out-of-fold; head: the model's classifier",
+    )
+    s.add_argument("--embedding", help=EMBEDDING_HELP + " (probe)")
+    s.add_argument("--model", default="efficientnet_lite0", help="the classifier (head)")
+    s.add_argument("--image-size", type=int, help="input size in pixels (head)")
+    s.add_argument("--batch-size", type=int, default=64, help="images per forward pass (head)")
+    s.add_argument("--class-names", help="a file naming the logits, one per line (head)")
     s.add_argument("-k", type=int, default=10, help="classes kept per sample")
     s.add_argument("--folds", type=int, default=5, help="probe cross-validation folds")
+    s.add_argument("--scheduler", help="Dask scheduler address (head)")
     s.add_argument("--force", action="store_true", help="recompute even if already done")
 
     s = sub.add_parser("build", help="run a YAML recipe end to end")
@@ -221,8 +231,13 @@ def _run(args: argparse.Namespace) -> int:
             args.dataset,
             source=args.source,
             embedding=args.embedding,
+            model=args.model,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            class_names=args.class_names,
             k=args.k,
             folds=args.folds,
+            scheduler=args.scheduler,
             force=args.force,
             progress=progress,
         )

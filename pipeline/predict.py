@@ -1,6 +1,7 @@
 """The ``predict`` step: what a classifier makes of every sample, as the ``predictions`` table.
 
-Source ``probe``: a logistic-regression probe on an embedding, for labels the model was never
+Source ``head``: the model's own classifier over the images (:mod:`.predict_head`). Source
+``probe``: a logistic-regression probe on an embedding, for labels the model was never
 trained on (the MNIST demo on ImageNet features). Every labelled sample is predicted by the
 fold model that did not see it (``probe_fold`` says which), so the probabilities are
 out-of-sample, as confident learning needs; unlabelled samples by a probe fitted on all labels.
@@ -12,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +26,8 @@ from .choose import as_dataset, pick_table
 
 __all__ = ["SOURCES", "PredictResult", "predict"]
 
-#: Where predictions come from (``head``, the model's own classifier, is not built yet).
-SOURCES = ("probe",)
+#: Where predictions come from: a probe on an embedding, or a classifier's own head.
+SOURCES = ("probe", "head")
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,13 @@ class PredictResult:
     Attributes
     ----------
     table : the table key written, ``predictions``.
-    source : ``probe``.
-    embedding : the embedding the probe read.
+    source : ``probe`` or ``head``.
+    embedding : the embedding the probe read, or the head's model.
     rows : rows of the table (= rows of ``samples``).
     classes : classes the probe predicts.
-    accuracy : out-of-fold accuracy on the labelled rows (the probe's honest accuracy).
-    folds : cross-validation folds.
+    accuracy : the probe's out-of-fold accuracy on the labelled rows, or the head's accuracy
+        on the labelled rows whose label is one of its classes (NaN when none is).
+    folds : the probe's cross-validation folds (0 for the head).
     seconds : wall time.
     reused : True when an identical earlier run's table was kept.
     """
@@ -54,6 +57,7 @@ class PredictResult:
     folds: int
     seconds: float
     reused: bool = False
+    failed: int = 0
 
 
 def predict(
@@ -61,9 +65,16 @@ def predict(
     *,
     source: str = "probe",
     embedding: str | None = None,
+    model: str = "efficientnet_lite0",
+    image_size: int | None = None,
+    batch_size: int = 64,
+    class_names: str | Path | None = None,
+    device: str = "auto",
+    threads: int = 2,
     k: int = TOP_K,
     folds: int = 5,
     seed: int = 0,
+    scheduler: Any = None,
     force: bool = False,
     progress: bool = True,
 ) -> PredictResult:
@@ -73,22 +84,24 @@ def predict(
     Parameters
     ----------
     dataset : dataset path or :class:`~embviz.dataset.Dataset`.
-    source : ``probe`` (see the module docstring).
+    source : ``probe`` or ``head`` (see the module docstring).
     embedding : the embedding the probe reads (``<model>.<layer>``); default the dataset's
         first (:func:`~embviz.pipeline.choose.pick_table`).
+    model, image_size, batch_size, device, threads : the ``head``'s classifier and how it
+        runs, as for ``embed``.
+    class_names : a file naming the head's logits (one per line, or a JSON list); default the
+        model's own (ImageNet's for ImageNet classifiers).
+    scheduler : a Dask scheduler address (or Client) to predict the head's partitions on.
     k : classes kept per sample (top-k).
     folds : stratified folds of the probe (>= 2); a class with fewer labelled samples is
         not predicted.
     seed : seeds the folds.
     force : recompute even when the table matches the inputs and options.
-    progress : unused (the probe fits in one go); kept for a uniform step signature.
+    progress : show a progress bar (``head``).
 
     The table is published atomically and reused while the samples, the embedding and the
     options are unchanged. Raises :class:`DatasetError` for a dataset without labels.
     """
-    from embviz.scores.probe import probe_proba
-
-    del progress
     started = time.time()
     if source not in SOURCES:
         raise ValueError(f"unknown prediction source {source!r}; valid: {', '.join(SOURCES)}")
@@ -97,6 +110,23 @@ def predict(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     ds = as_dataset(dataset)
+    if source == "head":
+        return _predict_head(
+            ds,
+            model=model,
+            image_size=image_size,
+            batch_size=batch_size,
+            class_names=class_names,
+            device=device,
+            threads=threads,
+            k=k,
+            scheduler=scheduler,
+            force=force,
+            progress=progress,
+            started=started,
+        )
+    from embviz.scores.probe import probe_proba
+
     emb = pick_table(ds, "embeddings", embedding, step="predict")
     if not ds.has("samples") or "label" not in ds.table("samples")["columns"]:
         raise DatasetError(
@@ -179,5 +209,101 @@ def predict(
         writer.abort()
         raise
     ds.reload()
+    ds.record_step("predict", params, started=started, result=summary)
+    return PredictResult(**summary)
+
+
+def _predict_head(
+    ds: Dataset,
+    *,
+    model: str,
+    image_size: int | None,
+    batch_size: int,
+    class_names: str | Path | None,
+    device: str,
+    threads: int,
+    k: int,
+    scheduler: Any,
+    force: bool,
+    progress: bool,
+    started: float,
+) -> PredictResult:
+    """The ``head`` source: partitions staged as they finish (resumable), then published."""
+    import hashlib
+
+    import pyarrow.compute as pc
+
+    from .embed import _embedder
+    from .predict_head import class_names_for, head_partition
+    from .runner import run_tasks
+
+    if not ds.has("samples") or "uri" not in ds.table("samples")["columns"]:
+        raise DatasetError(f"{ds.root}: no images to predict ('samples' has no 'uri' column)")
+    emb = _embedder(model, image_size, device)
+    names = class_names_for(emb, class_names)
+    params = {"source": "head", "model": model, "image_size": image_size, "k": k}
+    fingerprint = {
+        "params": params,
+        "weights_sha256": emb.weights_sha256,
+        "class_names": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+        "samples_dir": ds.table("samples")["dir"],
+    }
+    if not force and ds.has(PREDICTIONS) and ds.meta(PREDICTIONS).get("fingerprint") == fingerprint:
+        done = ds.meta(PREDICTIONS).get("result") or {}
+        try:
+            return PredictResult(
+                **{**done, "seconds": round(time.time() - started, 3), "reused": True}
+            )
+        except TypeError:
+            pass
+    parts = ds.table("samples")["partitions"]
+    # Staged parts survive a killed run (no abort): the next run with the same fingerprint
+    # skips them, as ``embed`` does.
+    writer = ds.writer(PREDICTIONS, fingerprint=fingerprint)
+    failed = run_tasks(
+        head_partition,
+        range(len(parts)),
+        scheduler=scheduler,
+        desc="predict",
+        unit="img",
+        progress=progress,
+        weights=[p["rows"] for p in parts],
+        root=str(ds.root),
+        writer=writer,
+        model=model,
+        image_size=image_size,
+        device=device,
+        batch_size=batch_size,
+        threads=threads,
+        names=names,
+        k=k,
+    )
+    failed = [f for part in failed for f in part]
+    summary = {
+        "table": PREDICTIONS,
+        "source": "head",
+        "embedding": model,
+        "rows": sum(p["rows"] for p in parts),
+        "classes": len(names),
+        "accuracy": float("nan"),
+        "folds": 0,
+        "seconds": round(time.time() - started, 3),
+        "failed": len(failed),
+    }
+    meta = {
+        "source": "head",
+        "model": model,
+        "classes": names,
+        "k": k,
+        "fingerprint": fingerprint,
+        "result": summary,
+        "failed": failed[:100],
+    }
+    writer.commit(meta)
+    ds.reload()
+    correct = ds.read_arrow(PREDICTIONS, columns=["correct"]).column("correct")
+    known = pc.drop_null(correct)
+    if len(known):
+        summary["accuracy"] = round(float(pc.mean(known.cast("float64")).as_py()), 4)
     ds.record_step("predict", params, started=started, result=summary)
     return PredictResult(**summary)

@@ -15,6 +15,7 @@ __all__ = [
     "POOLED",
     "Embedder",
     "first_tensor",
+    "imagenet_classes",
     "resolve_device",
     "seeded",
     "sha256_file",
@@ -55,6 +56,13 @@ def sha256_file(*paths: str | Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet-1k class names in logit order (shipped with torchvision: no download)."""
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def first_tensor(output: Any):
@@ -109,6 +117,9 @@ class Embedder:
     weights_files:
         Files holding the weights, hashed for :attr:`weights_sha256`; when empty the state
         dict's bytes are hashed instead.
+    class_names:
+        The names of the model's output classes in logit order, when its forward returns
+        class logits (ImageNet's for ImageNet classifiers); None when unknown or headless.
     """
 
     def __init__(
@@ -123,6 +134,7 @@ class Embedder:
         forward: Callable[[Any, Any], Any] | None = None,
         weights_files: Sequence[str | Path] = (),
         image_size: int | None = None,
+        class_names: Sequence[str] | None = None,
     ):
         if (pooled_module is None) == (pooled_from_output is None):
             raise ValueError("give exactly one of pooled_module and pooled_from_output")
@@ -132,6 +144,7 @@ class Embedder:
         self.transform = transform
         self.image_size = image_size
         self.default_layer = POOLED
+        self.class_names = list(class_names) if class_names is not None else None
         self._pooled_module = pooled_module
         self._pooled_from_output = pooled_from_output
         self._forward = forward or (lambda m, x: m(x))
@@ -258,6 +271,26 @@ class Embedder:
                 raise ModelError(f"model {self.name!r}, layer {layer!r}: {exc}") from None
             result[layer] = vec.detach().float().cpu().numpy()
         return result
+
+    def logits(self, batch):
+        """The model's class logits for ``batch`` (a float32 ``(n, classes)`` ndarray).
+
+        Raises :class:`ModelError` when the forward pass returns no ``(n, classes)`` tensor
+        (a backbone without a classification head).
+        """
+        import torch
+
+        headless = getattr(self.model, "num_classes", None) == 0  # timm's num_classes=0
+        with self._forward_lock, torch.inference_mode():
+            out = first_tensor(self._forward(self.model, batch.to(self.device)))
+        if headless or out is None or out.ndim != 2:
+            shape = None if out is None else tuple(out.shape)
+            raise ModelError(
+                f"model {self.name!r} has no classification head: its forward returns "
+                f"{shape} instead of (batch, classes) logits; use a classifier, or "
+                "'embviz predict --source probe' on its embedding"
+            )
+        return out.detach().float().cpu().numpy()
 
     def _run(self, batch, layers: Sequence[str], *, strict: bool) -> dict[str, Any]:
         import torch

@@ -38,8 +38,15 @@ def from_timm_model(
     device: str,
     image_size: int | None,
     weights_files=(),
+    class_names=None,
 ) -> Embedder:
-    """Wrap a timm ``model``: ``pooled`` is the input of its classifier (timm's pre-logits)."""
+    """Wrap a timm ``model``: ``pooled`` is the input of its classifier (timm's pre-logits).
+
+    ``class_names`` name its logits; default ImageNet's when it has 1,000 outputs."""
+    if class_names is None and getattr(model, "num_classes", 0) == 1000:
+        from .base import imagenet_classes
+
+        class_names = imagenet_classes()
     return Embedder(
         name=name,
         model=model,
@@ -48,6 +55,7 @@ def from_timm_model(
         pooled_module=_classifier_name(model),
         weights_files=weights_files,
         image_size=image_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1],
+        class_names=class_names,
     )
 
 

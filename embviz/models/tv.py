@@ -93,4 +93,5 @@ def load(
         device=device,
         pooled_module=_last_linear(model),
         image_size=image_size or 224,
+        class_names=weight_obj.meta.get("categories") if weight_obj is not None else None,
     )
