@@ -87,8 +87,9 @@ def test_predict_step_on_the_demo(demo_dataset, tmp_path):
     from embviz.pipeline.score import score
 
     root = tmp_path / "demo"
-    shutil.copytree(demo_dataset, root, ignore=shutil.ignore_patterns("cache", "predictions*"))
-    r = predict(root, embedding="efficientnet_lite0.blocks.5", progress=False)
+    shutil.copytree(demo_dataset, root, ignore=shutil.ignore_patterns("cache"))
+    # The demo recipe runs predict already: compute again (force) to check the step itself.
+    r = predict(root, embedding="efficientnet_lite0.blocks.5", force=True, progress=False)
     assert r.rows == 5000 and r.classes == 10
     assert r.accuracy > 0.85  # out-of-fold probe accuracy on the demo's digits: reported
     ds = open_dataset(root)
@@ -113,8 +114,8 @@ def test_predict_step_on_the_demo(demo_dataset, tmp_path):
 def test_predict_refuses_what_it_cannot_do(tmp_path, demo_dataset):
     from embviz.pipeline.predict import predict
 
-    with pytest.raises(ValueError, match="unknown prediction source 'head'"):
-        predict(demo_dataset, source="head")
+    with pytest.raises(ValueError, match="unknown prediction source 'logits'"):
+        predict(demo_dataset, source="logits")
     with pytest.raises(ValueError, match="folds must be >= 2"):
         predict(demo_dataset, folds=1)
     with pytest.raises(DatasetError, match="no embedding table"):
