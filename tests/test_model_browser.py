@@ -58,5 +58,18 @@ def test_confusion_cell_fills_the_grid_and_the_detail_shows_top_k(
     wait_until(lambda: bars.count() == 10, what="ten top-k bars", page=page)
     assert page.locator(".embviz-top-k-table tr.embviz-own").count() == 1
     page.screenshot(path=str(artifacts / "model_2_top_k.png"))
+
+    # Explain: a Grad-CAM map of the probe's decision, computed in the background, lies over
+    # the image with its method, layer and class named.
+    page.locator(".embviz-explain button").first.click()
+    caption = page.get_by_text(re.compile(r"^gradcam · layer \S+ · class \S+ \(p = [\d.]+\)"))
+    caption.first.wait_for(timeout=180_000)
+    heat = page.locator("img.embviz-overlay").first
+    wait_until(
+        lambda: heat.evaluate("i => i.complete && i.naturalWidth > 0"),
+        what="the saliency map to load",
+        page=page,
+    )
+    page.screenshot(path=str(artifacts / "model_3_saliency.png"))
     page.close()
     assert not errors, errors

@@ -29,6 +29,10 @@ class SamplePanels(pn.viewable.Viewer):
         session.param.watch(self._list, ["grid_ids", "grid_captions", "grid_title", "grid_noun"])
         session.param.watch(self._marks_to_grid, "marked")
         session.param.watch(self._open, "detail")
+        from .explain_panel import ExplainPanel
+
+        # Built after the watcher above: its own runs after the details show the new sample.
+        self.explain = ExplainPanel(session, self.details)
         if session.grid_ids is not None:
             self._list()
         if session.detail >= 0:
@@ -89,4 +93,5 @@ class SamplePanels(pn.viewable.Viewer):
         )
 
     def __panel__(self):
-        return pn.Row(self.grid, self.details, sizing_mode="stretch_width")
+        details = pn.Column(self.details, self.explain, sizing_mode="stretch_width")
+        return pn.Row(self.grid, details, sizing_mode="stretch_width")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PROBE_C", "PROBE_DIMS", "ProbeResult", "probe_proba"]
+__all__ = ["PROBE_C", "PROBE_DIMS", "ProbeResult", "fit_probe", "probe_proba"]
 
 #: Inverse regularisation (strong: on the planted MNIST flips C=0.01-0.03 found 92% of them,
 #: sklearn's default C=1 86%), and the width above which vectors are PCA-reduced first (keeps
@@ -114,3 +114,30 @@ def probe_proba(
             proba[rest] = model.predict_proba(x[rest])
     accuracy = float((proba[rows].argmax(axis=1) == y).mean())
     return ProbeResult(classes=classes, proba=proba, fold=fold, accuracy=accuracy)
+
+
+def fit_probe(
+    vectors: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0
+) -> tuple[object, np.ndarray]:
+    """``(fitted sklearn pipeline, class codes)``: the probe fitted on every labelled row of the
+    classes :func:`probe_proba` predicts (what predicts its unlabelled rows; saliency explains
+    it). Its input is L2-normalised vectors. Raises ValueError when fewer than two classes have
+    ``folds`` labelled rows."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
+
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels[labels >= 0], minlength=1)
+    classes = np.flatnonzero(counts >= folds)
+    if len(classes) < 2:
+        raise ValueError(f"a probe needs two classes with {folds} labelled rows each")
+    rows = np.flatnonzero(np.isin(labels, classes))
+    x = np.asarray(vectors[rows], dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    model = _model(len(rows), x.shape[1], folds, seed)
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, np.searchsorted(classes, labels[rows]))
+    return model, classes

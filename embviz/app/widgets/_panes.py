@@ -18,6 +18,9 @@ td.embviz-num { text-align: right; font-variant-numeric: tabular-nums; width: 1%
 tr.embviz-own .embviz-bar { background: #2f7d32; }
 .embviz-detail-image { display: block; width: 100%; max-height: 480px; object-fit: contain;
   background: #f3f4f6; }
+.embviz-detail-stack { position: relative; }
+.embviz-detail-stack .embviz-overlay { position: absolute; inset: 0; height: 100%;
+  background: transparent; mix-blend-mode: screen; pointer-events: none; }
 """
 
 

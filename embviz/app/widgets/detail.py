@@ -31,6 +31,13 @@ class DetailPanel(pn.viewable.Viewer):
         item_type=dict,
         doc='Nearest neighbours, each {"id": int, "label": str, "src": url, "distance": float}.',
     )
+    overlay_src = param.String(
+        default="", doc="A map to lay over the image (same aspect), e.g. a saliency map; '' none."
+    )
+    overlay_opacity = param.Number(
+        default=0.6, bounds=(0.0, 1.0), doc="Opacity of ``overlay_src`` over the image."
+    )
+    overlay_caption = param.String(default="", doc="What the overlay shows (method, class).")
     predictions = param.List(
         default=[],
         item_type=dict,
@@ -78,7 +85,9 @@ class DetailPanel(pn.viewable.Viewer):
         """The ImageGrid of neighbours."""
         return self._grid
 
-    @param.depends("sample", "image_src", watch=True)
+    @param.depends(
+        "sample", "image_src", "overlay_src", "overlay_opacity", "overlay_caption", watch=True
+    )
     def _show_sample(self) -> None:
         label = str(self.sample.get("label", ""))
         sid = self.sample.get("id", "")
@@ -86,11 +95,20 @@ class DetailPanel(pn.viewable.Viewer):
             f'<div class="embviz-heading">{html.escape(label)}'
             f' <span class="embviz-muted">#{html.escape(str(sid))}</span></div>'
         )
-        self._image.object = (
+        image = (
             f'<img class="embviz-detail-image" src="{html.escape(self.image_src)}" alt="{html.escape(label)}">'
             if self.image_src
             else ""
         )
+        if image and self.overlay_src:
+            # "screen": the map's dark (unimportant) parts leave the image as it is.
+            image = (
+                f'<div class="embviz-detail-stack">{image}<img class="embviz-detail-image '
+                f'embviz-overlay" src="{html.escape(self.overlay_src)}" alt="" '
+                f'style="opacity:{float(self.overlay_opacity):.2f}"></div>'
+                f'<div class="embviz-muted">{html.escape(self.overlay_caption)}</div>'
+            )
+        self._image.object = image
         rows = "".join(
             f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
             for k, v in self.sample.items()
