@@ -12,6 +12,8 @@ GOALS = {
     "index.query_ms": "<= 20 ms",
     "curate.label_issue_recall_at_5pct": ">= 0.6",
     "labels.issue_precision_at_n": "confident >= blend",
+    "insight.saliency_seconds": "<= 0.5 s (ViT-B/16: <= 3 s)",
+    "insight.pointing_game": ">= 0.8",
     "curate.duplicate_recall": ">= 0.95",
     "curate.ood_recall_at_n": ">= 0.8",
     "serve.p95_frame_seconds": "<= 2 s at 25 sessions",
@@ -111,6 +113,14 @@ NOTES = """
   flagged rows first, least self-confident first: what `score` now does after `predict`).
   `labels.flagged`: rows confident learning flags. `labels.probe_accuracy`: out-of-fold
   accuracy of the probe on the clean labels.
+  `insight.*` (issue 11, `benchmarks/bench_insight.py`, `.venv/bin/python benchmarks/run.py
+  --only insight`): `insight.saliency_seconds` is the median of 10 calls, after a warm-up, of
+  open a 451x300 JPEG -> `embviz.saliency.saliency` (top class, 224 px) -> `overlay`, on the
+  CPU, per method and torch thread count (1, and the harness's one per core); the ViT-B/16 has
+  random weights (timing only). `insight.pointing_game`: 50 seeded placements of four
+  scikit-image photos (longest side 96-112 px) on a 224x224 gray canvas; the share whose
+  Grad-CAM maximum for the default model's top class lies inside the pasted photo
+  (`tests/test_saliency.py` plays the same 50).
   `curate.seconds`: each step from scratch. Run: `.venv/bin/python benchmarks/run.py --only
   curate`. On these 28 px digits the embedding alone cannot tell a near copy from a natural
   neighbour: a copy lies at about half the median nearest-neighbour distance from its original

@@ -32,6 +32,7 @@ SUITES = (
     "index",
     "curate",
     "labels",
+    "insight",
     "serve",
 )
 

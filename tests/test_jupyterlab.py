@@ -21,7 +21,6 @@ import pytest
 from conftest import (
     DEMO_STATUS,
     deck_pixels,
-    drag_select,
     in_view,
     selected_count,
     show_tab,
@@ -132,7 +131,7 @@ def zoom_in(page, out, x: float, y: float, limit: int) -> str:
         page.mouse.move(x, y)
         page.mouse.wheel(0, -120)
         text = wait_until(
-            lambda b=before: (t := status_of(out)) != b and t, what="a new frame", page=page
+            lambda b=before: (t := status_of(out)) != b and t, 60, "a new frame", page=page
         )
     assert in_view(text) <= limit, f"12 wheel notches left {text!r}"
     return text
@@ -201,8 +200,17 @@ def test_explorer_in_jupyterlab_zoom_images_select_read_back(lab, browser, artif
             # A box selection replaces the one the notebook made from Python and fills the
             # grid with loaded images ...
             before = selected_count(out)
-            corner = (box["x"] + box["width"] - 20, box["y"] + box["height"] - 20)
-            drag_select(page, "Box Select", [(box["x"] + 20, box["y"] + 40), corner])
+            # The notebook may have scrolled since the zoom (outputs grow, the tooltip): bring
+            # the map back, pick the tool, then measure where the map is now. A drag from stale
+            # coordinates selects the page's text instead of points.
+            canvas.evaluate("c => c.scrollIntoView({block: 'center'})")
+            out.get_by_title("Box Select").first.click()
+            box = canvas.bounding_box()
+            bottom = min(box["y"] + box["height"], page.viewport_size["height"]) - 20
+            page.mouse.move(box["x"] + 20, box["y"] + 40)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] - 20, bottom, steps=6)
+            page.mouse.up()
             shown = wait_until(
                 lambda: (n := selected_count(out)) != before and n,
                 60,

@@ -15,8 +15,10 @@ from embviz.dataset import Dataset
 from .session import Session, projection_choices
 from .widgets.markup import Markup
 
-__all__ = ["POLL_MS", "Explorer", "projection_choices"]
+__all__ = ["POLL_MS", "SIDE_HEIGHT", "Explorer", "projection_choices"]
 
+#: Height in pixels of the side column when the explorer is shown by itself (a notebook).
+SIDE_HEIGHT = 860
 #: How often a session looks for tags written by other sessions or processes (milliseconds).
 POLL_MS = 3000
 
@@ -196,7 +198,11 @@ class Explorer(pn.viewable.Viewer):
         )
 
     def __panel__(self):
-        return pn.Row(pn.Column(self.sidebar(), width=320), self.main(), sizing_mode="stretch_both")
+        # Outside the server's template (notebooks, pn.serve(explorer)) the side column
+        # scrolls within a fixed height: grown to its own length, it would stretch the map
+        # past the window (with many filters, over 1,500 px).
+        side = pn.Column(self.sidebar(), width=320, height=SIDE_HEIGHT, scroll=True)
+        return pn.Row(side, self.main(), sizing_mode="stretch_width")
 
 
 def _server_doc():
