@@ -66,7 +66,9 @@ def run_tasks(
                     client.submit(fn, item, pure=False, retries=2, **kwargs): i
                     for i, item in enumerate(items)
                 }
-                for fut in as_completed(futures):
+                # The client's own loop: a Client made from an address is not the process's
+                # default client, and as_completed would look for one ("No clients found").
+                for fut in as_completed(futures, loop=client.loop):
                     i = futures[fut]
                     results[i] = fut.result()
                     bar.update(weights[i])
