@@ -33,12 +33,12 @@ class ExplainPanel(pn.viewable.Viewer):
         self.session = session
         self.details = details
         self.available = session.dataset.has("predictions")
-        self.method = pn.widgets.Select(name="Saliency", options=list(METHODS), width=110)
-        self.target = pn.widgets.Select(name="Class", options=[TOP], width=140)
+        self.method = pn.widgets.Select(label="Saliency", options=list(METHODS), width=110)
+        self.target = pn.widgets.Select(label="Class", options=[TOP], width=140)
         self.opacity = pn.widgets.FloatSlider(
-            name="Opacity", start=0.0, end=1.0, step=0.05, value=0.6, width=120
+            label="Opacity", start=0.0, end=1.0, step=0.05, value=0.6, width=120
         )
-        self.button = pn.widgets.Button(name="Explain", css_classes=["embviz-explain"], width=90)
+        self.button = pn.widgets.Button(label="Explain", css_classes=["embviz-explain"], width=90)
         self.message = Markup("", css_classes=["embviz-explain-message"])
         self.button.on_click(lambda _: self.run())
         self.opacity.param.watch(lambda e: setattr(details, "overlay_opacity", e.new), "value")
