@@ -2,7 +2,7 @@
 
 Pick a method (Grad-CAM, EigenCAM) and a class (the top prediction, the sample's label, or any
 class of its top-k), press Explain: the map is computed on the task pool (never the event loop;
-:class:`~embviz.app.explain.Explainer` caches it beside the dataset) and laid over the detail
+:class:`~embviz.explain.Explainer` caches it beside the dataset) and laid over the detail
 image, its opacity on a slider, the method, layer and class named under it.
 """
 
@@ -74,7 +74,7 @@ class ExplainPanel(pn.viewable.Viewer):
         self.message.object = "computing the map…"
 
         def work():
-            from .explain import explainer_for
+            from embviz.explain import explainer_for
 
             return explainer_for(self.session.dataset).explain(sid, method=method, label=label)
 
