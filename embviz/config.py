@@ -60,6 +60,9 @@ class EmbedConfig:
     device: str = "auto"
     threads: int = 2
     name: str | None = None
+    predict: bool = False  #: also the head's predictions, from the same forward passes
+    class_names: str | None = None
+    top_k: int = 10
 
 
 @dataclass

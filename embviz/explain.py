@@ -121,7 +121,7 @@ class Explainer:
             raise DatasetError(f"the classifier has no class {label!r}")
         target = self.classes.index(label) if label is not None else None
         path = self._cache_path(sample_id, method, label)
-        cached = self._read_cached(path, method) if path.exists() else None
+        cached = self.cached(sample_id, method=method, label=label)
         if cached is not None:
             return cached
         uri = self.ds.read_ids("samples", [int(sample_id)], ["uri"])
@@ -149,6 +149,14 @@ class Explainer:
         tmp.replace(path)
         path.with_suffix(".txt").write_text(f"{found.layer}\n{name}\n{found.score!r}\n")
         return result
+
+    def cached(
+        self, sample_id: int, *, method: str = "gradcam", label: str | None = None
+    ) -> Explained | None:
+        """The map :meth:`explain` would return if it is cached already, else None: never
+        computes one (a report reads the cache this way, without a model)."""
+        path = self._cache_path(sample_id, method, label)
+        return self._read_cached(path, method) if path.exists() else None
 
     def _cache_path(self, sample_id: int, method: str, label: str | None) -> Path:
         key = "|".join(

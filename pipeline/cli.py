@@ -33,6 +33,13 @@ def _number(text: str) -> float | int:
     return int(value) if value.is_integer() and value >= 1 else value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embviz", description="Explore embeddings of image datasets.")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -78,6 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="embedding name prefix (default: the model's slug)")
     s.add_argument("--scheduler", help="Dask scheduler address to run on a cluster")
     s.add_argument("--force", action="store_true", help="re-embed even if already done")
+    s.add_argument(
+        "--predict",
+        action="store_true",
+        help="also write the model head's predictions from the same forward passes",
+    )
+    s.add_argument("--class-names", help="with --predict: a file naming the logits")
+    s.add_argument(
+        "--top-k", type=_positive, default=10, help="with --predict: classes kept per sample"
+    )
 
     s = sub.add_parser("layers", help="list a model's layers and their output shapes")
     s.add_argument("model")
@@ -144,6 +160,43 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="Dask scheduler address (head)")
     s.add_argument("--force", action="store_true", help="recompute even if already done")
 
+    s = sub.add_parser(
+        "saliency",
+        help="precompute saliency maps (default: of the report's label-issue gallery)",
+        description="Compute saliency maps of some samples into the dataset's cache "
+        "(cache/saliency/, safe to delete), where the app's Explain button and 'embviz report' "
+        "find them. Without --ids-from or --top-label-issues: the samples the report's "
+        "label-issue gallery shows. Needs 'embviz predict' first.",
+    )
+    s.add_argument("dataset")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument(
+        "--ids-from",
+        metavar="FILE",
+        help="these samples: a text file of ids (one a line; blank lines and # comments are "
+        "skipped) or a CSV/Parquet file with an integer 'id' column",
+    )
+    which.add_argument(
+        "--top-label-issues",
+        type=_positive,
+        metavar="N",
+        help="the N samples with the highest label_issue_score (default: the report's gallery)",
+    )
+    s.add_argument(
+        "--method",
+        dest="methods",
+        action="append",
+        choices=["gradcam", "eigencam"],
+        help="saliency method (repeatable; default gradcam)",
+    )
+    s.add_argument(
+        "--class",
+        dest="target",
+        default="top",
+        choices=["top", "label"],
+        help="the class explained: top (the top prediction, default) or label (the sample's own)",
+    )
+
     s = sub.add_parser("build", help="run a YAML recipe end to end")
     s.add_argument("config")
     s.add_argument("--dataset", help="override the recipe's dataset directory")
@@ -205,6 +258,9 @@ def _run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             progress=progress,
             force=args.force,
+            predict=args.predict,
+            class_names=args.class_names,
+            top_k=args.top_k,
         )
     elif cmd == "layers":
         from .embed import list_layers
@@ -274,6 +330,25 @@ def _run(args: argparse.Namespace) -> int:
             progress=progress,
             force=args.force,
         )
+    elif cmd == "saliency":
+        from .saliency import saliency
+
+        r = saliency(
+            args.dataset,
+            ids_from=args.ids_from,
+            top_label_issues=args.top_label_issues,
+            methods=args.methods or ("gradcam",),
+            target=args.target,
+            progress=progress,
+        )
+        print_result(r)
+        if r.failed and not r.computed + r.cached:
+            print(
+                f"embviz saliency: error: no map could be made ({len(r.failed)} samples failed)",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
     elif cmd == "build":
         from .build import build
 

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embviz.dataset import Dataset, TableWriter, open_dataset, slugify, vectors_to_table
-from embviz.errors import DatasetError, ModelError
-from embviz.models import DEFAULT_MODEL, cached_embedder, model_slug
+from embviz.dataset import Dataset, TableWriter, open_dataset, slugify
+from embviz.errors import DatasetError
+from embviz.models import DEFAULT_MODEL, model_slug
 from embviz.reshape import reshape_label, resolve_reshape
+from embviz.samples import PREDICTIONS
 
-from .batches import prepared_batches
+from .embed_parts import earlier_failures, embedder_for, stagers
+from .embed_parts import embed_partition as _embed_partition
+from .predict_head import class_names_for, head_fingerprint, publish_head
 from .runner import run_tasks
 
 __all__ = ["EmbedResult", "embed", "list_layers"]
-
-_torch_threads_set = False
 
 
 @dataclass(frozen=True)
@@ -58,28 +58,6 @@ class EmbedResult:
     reused: bool = False
 
 
-def _embedder(model: str, image_size: int | None, device: str):
-    # Loaded once per process: Dask workers reuse it for every partition they are given.
-    return cached_embedder(model, image_size=image_size, device=device)
-
-
-def _set_torch_threads() -> None:
-    """Give torch every core this process may use (once), unless OMP_NUM_THREADS says otherwise.
-
-    torch defaults to the number of *physical* cores, which on small VMs is half the vCPUs; Dask
-    nannies set OMP_NUM_THREADS=1 in each worker so that workers do not oversubscribe a host.
-    """
-    global _torch_threads_set
-    if _torch_threads_set:
-        return
-    import torch
-
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    n = int(env) if env.isdigit() and int(env) > 0 else len(os.sched_getaffinity(0))
-    torch.set_num_threads(max(1, n))
-    _torch_threads_set = True
-
-
 def list_layers(
     model: str = DEFAULT_MODEL, *, image_size: int | None = None, device: str = "auto"
 ) -> list[tuple[str, tuple[int, ...]]]:
@@ -89,81 +67,7 @@ def list_layers(
     output is a tensor, in module definition order. Shapes are for ``image_size`` inputs (default: the
     model's own size). Raises :class:`~embviz.errors.ModelError` for an unknown model.
     """
-    return _embedder(model, image_size, device).layers()
-
-
-def _embed_partition(
-    index: int,
-    *,
-    root: str,
-    writers: dict[str, TableWriter],
-    model: str,
-    layers: list[str],
-    reshape: str | Callable[[Any], Any],
-    batch_size: int,
-    image_size: int | None,
-    device: str,
-    threads: int,
-    weights_sha256: str,
-    on_batch: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
-    """Embed samples partition ``index`` and stage it in every layer's writer (a Dask task).
-
-    Returns ``{"index", "rows", "failed", "skipped"}``; a partition staged for every layer
-    already (a retried task) is skipped.
-    """
-    import numpy as np
-    import torch
-
-    if all(w.has_part(index) for w in writers.values()):
-        return {"index": index, "rows": 0, "failed": [], "skipped": True}
-    _set_torch_threads()
-    ds = open_dataset(root, check_files=False)
-    emb = _embedder(model, image_size, device)
-    if emb.weights_sha256 != weights_sha256:
-        raise ModelError(
-            f"model {model!r} loads different weights here (sha256 {emb.weights_sha256[:12]}) "
-            f"than on the driver ({weights_sha256[:12]}); install the same versions everywhere"
-        )
-    table = ds.read_arrow("samples", columns=["id", "uri"], partitions=[index])
-    ids = table.column("id").to_numpy()
-    uris = table.column("uri").to_pylist()
-    kept: list[int] = []
-    chunks: dict[str, list[Any]] = {layer: [] for layer in layers}
-    failed: list[dict[str, Any]] = []
-    for start, batch in prepared_batches(emb, uris, ds.root, batch_size, threads):
-        good = [j for j, (tensor, _) in enumerate(batch) if tensor is not None]
-        for j, (_, error) in enumerate(batch):
-            if error is not None:
-                failed.append({"id": int(ids[start + j]), "uri": uris[start + j], "error": error})
-        if good:
-            out = emb.embed_batch(torch.stack([batch[j][0] for j in good]), layers, reshape)
-            for layer in layers:
-                chunks[layer].append(out[layer])
-            kept.extend(int(ids[start + j]) for j in good)
-        if on_batch is not None:
-            on_batch(len(batch))
-    if not kept:  # keep partition i of every table aligned with samples: write it empty
-        out = emb.embed_batch(emb.dummy_batch(1), layers, reshape)
-        chunks = {layer: [out[layer][:0]] for layer in layers}
-    for layer, writer in writers.items():
-        vectors = np.concatenate(chunks[layer]).astype(np.float32, copy=False)
-        writer.write_part(index, vectors_to_table(np.asarray(kept, dtype=np.int64), vectors))
-    return {"index": index, "rows": len(kept), "failed": failed, "skipped": False}
-
-
-def _earlier_failures(ds: Dataset, writer: TableWriter, index: int) -> list[dict[str, Any]]:
-    """Samples of a partition staged by an earlier run that have no vector there."""
-    import pyarrow.parquet as pq
-
-    samples = ds.read_arrow("samples", columns=["id", "uri"], partitions=[index])
-    path = writer.staging / writer.part_name(index)
-    staged = set(pq.read_table(path, columns=["id"]).column("id").to_pylist())
-    return [
-        {"id": int(i), "uri": u, "error": "image did not decode in an earlier run"}
-        for i, u in zip(samples["id"].to_pylist(), samples["uri"].to_pylist(), strict=True)
-        if int(i) not in staged
-    ]
+    return embedder_for(model, image_size, device).layers()
 
 
 def embed(
@@ -180,6 +84,9 @@ def embed(
     name: str | None = None,
     progress: bool = True,
     force: bool = False,
+    predict: bool = False,
+    class_names: str | Path | None = None,
+    top_k: int = 10,
 ) -> EmbedResult:
     """Embed every sample's image with ``model`` and write one embeddings table per layer.
 
@@ -220,6 +127,9 @@ def embed(
         Show a progress bar in images per second with an ETA.
     force:
         Re-embed even when the published tables already match these options and samples.
+    predict, class_names, top_k:
+        Also write the ``predictions`` table of the model's own head (as ``embviz predict
+        --source head`` does) from the same forward passes; ``class_names`` as for predict.
 
     Returns
     -------
@@ -236,7 +146,7 @@ def embed(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     resolve_reshape(reshape)
-    emb = _embedder(model, image_size, device)
+    emb = embedder_for(model, image_size, device)
     layers = list(dict.fromkeys(layers or [emb.default_layer]))
     emb.check_layers(layers)
     prefix = slugify(name) if name else model_slug(model)
@@ -253,10 +163,15 @@ def embed(
         for layer in layers
     }
     keys = {layer: f"embeddings/{prefix}.{slugify(layer)}" for layer in layers}
-    if not force and all(
-        ds.has(keys[layer]) and ds.meta(keys[layer]).get("fingerprint") == _jsonable(fp)
-        for layer, fp in fingerprints.items()
-    ):
+    head = None
+    if predict:
+        names = class_names_for(emb, class_names)
+        fp = head_fingerprint(ds, emb, model=model, image_size=image_size, k=top_k, names=names)
+        head = {"names": names, "k": top_k, "fingerprint": fp}
+    published = [(keys[layer], _jsonable(fp)) for layer, fp in fingerprints.items()]
+    if head is not None:
+        published.append((PREDICTIONS, _jsonable(head["fingerprint"])))
+    if not force and all(ds.has(k) and ds.meta(k).get("fingerprint") == fp for k, fp in published):
         # Same model, weights, options and samples: the published tables are this run's output.
         return EmbedResult(
             tables=list(keys.values()),
@@ -272,8 +187,10 @@ def embed(
         layer: ds.writer(keys[layer], fingerprint=fingerprints[layer]) for layer in layers
     }
 
+    if head is not None:
+        head["writer"] = ds.writer(PREDICTIONS, fingerprint=head["fingerprint"])
     parts = range(len(part_rows))
-    pending = [i for i in parts if not all(w.has_part(i) for w in writers.values())]
+    pending = [i for i in parts if not all(w.has_part(i) for w in stagers(writers, head))]
     skipped = [i for i in parts if i not in set(pending)]
     task_args: dict[str, Any] = {
         "root": str(ds.root),
@@ -286,6 +203,7 @@ def embed(
         "device": device,
         "threads": threads,
         "weights_sha256": emb.weights_sha256,
+        "head": head,
     }
     t_run = time.time()
     todo = sum(part_rows[i] for i in pending)
@@ -315,7 +233,7 @@ def embed(
     failed = [f for r in results for f in r["failed"]]
     first = writers[layers[0]]
     for i in skipped:
-        failed.extend(_earlier_failures(ds, first, i))
+        failed.extend(earlier_failures(ds, first, i))
     failed.sort(key=lambda f: f["id"])
     tables, rows = [], 0
     for layer, writer in writers.items():
@@ -334,6 +252,17 @@ def embed(
         )
         tables.append(writer.key)
         rows = entry["rows"]
+    if head is not None:
+        publish_head(
+            ds,
+            head["writer"],
+            model=model,
+            names=head["names"],
+            k=top_k,
+            fingerprint=head["fingerprint"],
+            failed=failed,
+            started=t0,
+        )
     seconds = time.time() - t0
     embedded = sum(part_rows[i] for i in pending)
     result = EmbedResult(

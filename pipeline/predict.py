@@ -229,25 +229,15 @@ def _predict_head(
     started: float,
 ) -> PredictResult:
     """The ``head`` source: partitions staged as they finish (resumable), then published."""
-    import hashlib
-
-    import pyarrow.compute as pc
-
-    from .embed import _embedder
-    from .predict_head import class_names_for, head_partition
+    from .embed_parts import embedder_for
+    from .predict_head import class_names_for, head_fingerprint, head_partition, publish_head
     from .runner import run_tasks
 
     if not ds.has("samples") or "uri" not in ds.table("samples")["columns"]:
         raise DatasetError(f"{ds.root}: no images to predict ('samples' has no 'uri' column)")
-    emb = _embedder(model, image_size, device)
+    emb = embedder_for(model, image_size, device)
     names = class_names_for(emb, class_names)
-    params = {"source": "head", "model": model, "image_size": image_size, "k": k}
-    fingerprint = {
-        "params": params,
-        "weights_sha256": emb.weights_sha256,
-        "class_names": hashlib.sha256("\n".join(names).encode()).hexdigest(),
-        "samples_dir": ds.table("samples")["dir"],
-    }
+    fingerprint = head_fingerprint(ds, emb, model=model, image_size=image_size, k=k, names=names)
     if not force and ds.has(PREDICTIONS) and ds.meta(PREDICTIONS).get("fingerprint") == fingerprint:
         done = ds.meta(PREDICTIONS).get("result") or {}
         try:
@@ -279,31 +269,14 @@ def _predict_head(
         k=k,
     )
     failed = [f for part in failed for f in part]
-    summary = {
-        "table": PREDICTIONS,
-        "source": "head",
-        "embedding": model,
-        "rows": sum(p["rows"] for p in parts),
-        "classes": len(names),
-        "accuracy": float("nan"),
-        "folds": 0,
-        "seconds": round(time.time() - started, 3),
-        "failed": len(failed),
-    }
-    meta = {
-        "source": "head",
-        "model": model,
-        "classes": names,
-        "k": k,
-        "fingerprint": fingerprint,
-        "result": summary,
-        "failed": failed[:100],
-    }
-    writer.commit(meta)
-    ds.reload()
-    correct = ds.read_arrow(PREDICTIONS, columns=["correct"]).column("correct")
-    known = pc.drop_null(correct)
-    if len(known):
-        summary["accuracy"] = round(float(pc.mean(known.cast("float64")).as_py()), 4)
-    ds.record_step("predict", params, started=started, result=summary)
+    summary = publish_head(
+        ds,
+        writer,
+        model=model,
+        names=names,
+        k=k,
+        fingerprint=fingerprint,
+        failed=failed,
+        started=started,
+    )
     return PredictResult(**summary)

@@ -73,3 +73,36 @@ def test_a_model_without_a_head_is_named(digits):
     ds, _ = digits
     with pytest.raises(ModelError, match="has no classification head"):
         predict(ds, source="head", **{**FAST, "model": TINY + "&num_classes=0"})
+
+
+def test_embed_with_predict_writes_the_heads_predictions_from_the_same_pass(digits, tmp_path):
+    """``embed --predict``: the embedding and the head's top-k from one forward pass per batch,
+    equal to what ``predict --source head`` writes; a rerun reuses both."""
+    import json
+    import shutil
+
+    from embviz.dataset import open_dataset
+    from embviz.pipeline.cli import main
+    from embviz.pipeline.embed import embed
+    from embviz.pipeline.predict import predict
+
+    ds, _ = digits
+    predict(ds, source="head", force=True, **FAST)
+    alone = ds.read_pandas("predictions")
+    copy = tmp_path / "copy"
+    shutil.copytree(ds.root, copy, ignore=shutil.ignore_patterns("predictions*"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["tables"]["predictions"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    other = open_dataset(copy)
+    assert not other.has("predictions")
+    r = embed(other, predict=True, force=True, **FAST)
+    assert not r.reused and r.rows == 40
+    other.reload()
+    both = other.read_pandas("predictions")
+    assert other.meta("predictions")["source"] == "head"
+    assert list(both.predicted_label) == list(alone.predicted_label)
+    np.testing.assert_allclose(np.stack(both.top_probs), np.stack(alone.top_probs), atol=1e-5)
+    argv = [other.root.as_posix(), "--model", TINY, "--image-size", "32", "--batch-size", "16"]
+    assert main(["-q", "embed", *argv, "--predict"]) == 0  # reused: nothing runs again
+    assert embed(other, predict=True, **FAST).reused

@@ -21,6 +21,8 @@ __all__ = [
     "sha256_file",
 ]
 
+#: Key of the model's own output among a full pass's captured tensors.
+_OUTPUT = "\x00output"
 #: Name of the pooled pre-logits features every embedder offers as its default layer.
 POOLED = "pooled"
 
@@ -245,8 +247,14 @@ class Embedder:
                     f"(run 'embviz layers {self.name}' for all of them with their shapes)"
                 )
 
-    def embed_batch(self, batch, layers: Sequence[str] = (POOLED,), reshape: Any = "mean"):
+    def embed_batch(
+        self, batch, layers: Sequence[str] = (POOLED,), reshape: Any = "mean", *, logits=False
+    ):
         """Run one forward pass over ``batch`` and return ``{layer: float32 ndarray (n, d)}``.
+
+        With ``logits=True`` the pass runs to the end and returns ``(vectors, logits)``: the
+        model's class logits ``(n, classes)`` from the same pass (the ``predict`` head riding
+        ``embed``); raises :class:`ModelError` for a model without a classification head.
 
         Parameters
         ----------
@@ -262,7 +270,7 @@ class Embedder:
 
         layers = list(dict.fromkeys(layers))
         self.check_layers(layers)
-        raw = self._run(batch, layers, strict=True)
+        raw = self._run(batch, layers, strict=True, full=logits)
         result = {}
         for layer in layers:
             try:
@@ -270,6 +278,8 @@ class Embedder:
             except ModelError as exc:
                 raise ModelError(f"model {self.name!r}, layer {layer!r}: {exc}") from None
             result[layer] = vec.detach().float().cpu().numpy()
+        if logits:
+            return result, self._check_logits(raw.get(_OUTPUT))
         return result
 
     def logits(self, batch):
@@ -280,9 +290,12 @@ class Embedder:
         """
         import torch
 
-        headless = getattr(self.model, "num_classes", None) == 0  # timm's num_classes=0
         with self._forward_lock, torch.inference_mode():
             out = first_tensor(self._forward(self.model, batch.to(self.device)))
+        return self._check_logits(out)
+
+    def _check_logits(self, out):
+        headless = getattr(self.model, "num_classes", None) == 0  # timm's num_classes=0
         if headless or out is None or out.ndim != 2:
             shape = None if out is None else tuple(out.shape)
             raise ModelError(
@@ -292,7 +305,11 @@ class Embedder:
             )
         return out.detach().float().cpu().numpy()
 
-    def _run(self, batch, layers: Sequence[str], *, strict: bool) -> dict[str, Any]:
+    def _run(
+        self, batch, layers: Sequence[str], *, strict: bool, full: bool = False
+    ) -> dict[str, Any]:
+        """Captured outputs of ``layers`` (and the model's output as ``_OUTPUT`` when ``full``);
+        without ``full`` the pass stops once every layer is captured."""
         import torch
 
         captured: dict[str, Any] = {}
@@ -300,7 +317,7 @@ class Embedder:
         handles = []
 
         def done() -> bool:
-            return strict and POOLED not in wanted and wanted <= captured.keys()
+            return strict and not full and POOLED not in wanted and wanted <= captured.keys()
 
         def hook_for(name: str):
             def hook(_module, _inputs, output):
@@ -329,6 +346,8 @@ class Embedder:
                         output = None
                     if POOLED in wanted and self._pooled_from_output is not None:
                         captured[POOLED] = self._pooled_from_output(output)
+                    if full:
+                        captured[_OUTPUT] = first_tensor(output)
             finally:
                 for handle in handles:
                     handle.remove()

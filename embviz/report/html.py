@@ -36,6 +36,8 @@ vertical-align:-1px}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}.gallery figure{margin:0;width:112px;
 font-size:.78em;overflow-wrap:anywhere}.gallery img,.gallery .none{width:96px;height:96px;
 object-fit:contain;background:#f6f8fa;border:1px solid #d0d7de;display:block}
+.gallery figure.explained{width:auto}.pics{display:flex;gap:6px}.sal{width:98px}
+.stack{position:relative;width:98px;height:98px}.stack img{position:absolute;top:0;left:0}
 .group{border:1px solid #d0d7de;border-radius:6px;padding:6px 10px;margin:8px 0}
 pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:.85em;max-height:40em}
 """

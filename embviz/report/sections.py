@@ -99,7 +99,9 @@ def counts_table(labels: Categories, splits: Categories, counts: np.ndarray) -> 
     return join([tag("table", head, tag("tbody", join(body)), foot, id="counts"), note])
 
 
-def _figure(row: int, *, ids, thumb_ids, labels: Categories, thumbs, caption: str) -> Markup:
+def _figure(
+    row: int, *, ids, thumb_ids, labels: Categories, thumbs, caption: str, beside=()
+) -> Markup:
     sid = int(ids[row])
     tid = int(thumb_ids[row]) if thumb_ids is not None else -1
     image = thumbs.get(tid)
@@ -109,11 +111,14 @@ def _figure(row: int, *, ids, thumb_ids, labels: Categories, thumbs, caption: st
         if image
         else tag("div", "no thumbnail", class_="none")
     )
+    if beside:  # saliency overlays (embviz.report.saliency) to the right of the image
+        pic = tag("div", pic, join(beside), class_="pics")
     return tag(
         "figure",
         pic,
         tag("figcaption", f"#{sid} · {label}", void("br"), caption),
         data_id=sid,
+        class_="explained" if beside else None,
     )
 
 
@@ -170,9 +175,15 @@ def galleries(ds, samples: Samples, notes: list[str]) -> Markup:
     rows = np.concatenate(picked) if picked else np.empty(0, np.int64)
     thumbs = read_thumbnails(ds, thumb_ids[rows].tolist()) if thumb_ids is not None else {}
 
-    def fig(row, caption):
+    def fig(row, caption, beside=()):
         return _figure(
-            row, ids=ids, thumb_ids=thumb_ids, labels=labels, thumbs=thumbs, caption=caption
+            row,
+            ids=ids,
+            thumb_ids=thumb_ids,
+            labels=labels,
+            thumbs=thumbs,
+            caption=caption,
+            beside=beside,
         )
 
     parts = []
@@ -189,10 +200,16 @@ def galleries(ds, samples: Samples, notes: list[str]) -> Markup:
             parts.append(tag("p", f"Every {key!r} is missing (NaN).", class_="note"))
             continue
         values = np.asarray(scores[key])
+        maps: dict[int, list[Markup]] = {}
+        if key == "label_issue_score":  # cached maps only: a report never computes one
+            from .saliency import overlays
+
+            maps, line = overlays(ds, samples, top, thumbs, notes)
+            parts.append(line)
         parts.append(
             tag(
                 "div",
-                join(fig(int(r), f"{key} {values[r]:.4g}") for r in top),
+                join(fig(int(r), f"{key} {values[r]:.4g}", maps.get(int(ids[r]), ())) for r in top),
                 class_="gallery",
                 data_section=key,
             )
