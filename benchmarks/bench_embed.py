@@ -30,6 +30,33 @@ def _raw_seconds(model: str, uris: list[str], batch_size: int) -> float:
     return time.perf_counter() - t0
 
 
+def _predict_records(root: Path, model: str, batch_size: int, embed_ips: float, params) -> list:
+    """``predict.images_per_second`` (the head alone, ``predict --source head``) and
+    ``predict.with_embed_over_embed``: ``embed --predict`` (head on the embedding's passes)
+    over ``embed`` alone, both timed here."""
+    from embviz.pipeline.embed import embed
+    from embviz.pipeline.predict import predict
+
+    alone = predict(root, source="head", model=model, batch_size=batch_size, progress=False)
+    plain = embed(root, model=model, batch_size=batch_size, progress=False, force=True)
+    both = embed(root, model=model, batch_size=batch_size, progress=False, force=True, predict=True)
+    embed_ips = (embed_ips + plain.images_per_second) / 2
+    return [
+        {
+            "name": "predict.images_per_second",
+            "params": {**params, "source": "head"},
+            "value": alone.rows / alone.seconds,
+            "unit": "img/s",
+        },
+        {
+            "name": "predict.with_embed_over_embed",
+            "params": params,
+            "value": both.images_per_second / embed_ips,
+            "unit": "ratio",
+        },
+    ]
+
+
 def run(work: Path, *, quick: bool = False) -> list[dict]:
     """Return ``embed.pipeline_over_raw`` and throughput records for each model."""
     from embviz.dataset import open_dataset
@@ -56,6 +83,8 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
         raw = (raw + _raw_seconds(model, uris, batch_size)) / 2
         params = {"model": model.split("?")[0], "images": n, "batch": batch_size, "image_px": 224}
         raw_ips = n / raw
+        if model == "efficientnet_lite0":  # ImageNet names: the head can predict
+            records += _predict_records(root, model, batch_size, result.images_per_second, params)
         records += [
             {
                 "name": "embed.pipeline_over_raw",

@@ -1,5 +1,7 @@
 """Saliency (issue 11): seconds from an open sample to its Grad-CAM / EigenCAM overlay, and a pointing game.
 
+Also the activation grid: seconds from an open sample to the PNG mosaic of its top channels.
+
 Pointing game: scikit-image photos (astronaut, chelsea, coffee, rocket; longest side 96-112 px)
 pasted at seeded random places on a 224x224 neutral gray canvas; a placement scores when the
 Grad-CAM maximum for the model's top class falls inside the pasted photo. ``tests/test_saliency.py``
@@ -72,6 +74,27 @@ def _seconds(embedder, path: Path, method: str, calls: int) -> float:
     return statistics.median(once() for _ in range(calls))
 
 
+def _grid_seconds(embedder, path: Path, calls: int) -> float:
+    """Median seconds of ``calls`` runs of open file -> the default layer's activations (no
+    cache) -> the mosaic of its top 64 channels as PNG bytes, after a warm-up."""
+    import io
+
+    from embviz.activations import activations, mosaic
+    from embviz.images import open_image
+    from embviz.saliency import default_target_layer
+
+    layer = default_target_layer(embedder)
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        picture, _ = mosaic(activations(embedder, open_image(path), layer))
+        picture.save(io.BytesIO(), format="PNG")
+        return time.perf_counter() - t0
+
+    once()  # warm-up: the layer scan, the receptive-field shift, lazy imports
+    return statistics.median(once() for _ in range(calls))
+
+
 def run(work: Path, *, quick: bool = False) -> list[dict]:
     """``insight.saliency_seconds`` per model, method and torch thread count;
     ``insight.pointing_game`` for the default model."""
@@ -104,6 +127,10 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
                     secs = _seconds(embedder, path, method, calls)
                     params = {"model": model, "method": method, "threads": threads}
                     add("insight.saliency_seconds", secs, "s", size=embedder.image_size, **params)
+                if methods == models["efficientnet_lite0"]:  # activations: the default model
+                    secs = _grid_seconds(embedder, path, calls)
+                    params = {"model": model, "threads": threads, "size": embedder.image_size}
+                    add("insight.activation_grid_seconds", secs, "s", **params)
         torch.set_num_threads(1)
         embedder = get_embedder(device="cpu")
         t0 = time.perf_counter()

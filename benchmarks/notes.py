@@ -2,6 +2,7 @@
 
 GOALS = {
     "embed.pipeline_over_raw": ">= 0.9",
+    "predict.with_embed_over_embed": ">= 0.9",
     "reduce.seconds": "1M <= 600 s",
     "raster.full_view_over_datashader": "<= 1.3",
     "raster.zoom_1pct_speedup": ">= 10",
@@ -14,6 +15,7 @@ GOALS = {
     "labels.issue_precision_at_n": "confident >= blend",
     "insight.saliency_seconds": "<= 0.5 s (ViT-B/16: <= 3 s)",
     "insight.pointing_game": ">= 0.8",
+    "insight.activation_grid_seconds": "<= 0.5 s",
     "curate.duplicate_recall": ">= 0.95",
     "curate.ood_recall_at_n": ">= 0.8",
     "serve.p95_frame_seconds": "<= 2 s at 25 sessions",
@@ -44,6 +46,11 @@ NOTES = """
   preprocessing in 2 threads overlapping the model, Parquet writes, one warm-up run first) over
   images per second of the bare model forward on the same images already decoded and
   preprocessed, batch 32, 224 px. ViT-B/16 uses random weights (timing only).
+- `predict.images_per_second`: the default model's head over the same images (`embviz predict
+  --source head`, decode threads ahead of the model). `predict.with_embed_over_embed`: images
+  per second of `embed --predict` (the head's top-k taken from the embedding's own forward
+  passes) over `embed` alone, both in the same run. Run: `.venv/bin/python benchmarks/run.py
+  --only embed`.
 - `reduce.seconds`: the whole `reduce` step over 50-D clustered vectors: UMAP 2D fitted on a
   seeded sample of at most 100K rows, the other rows placed by kNN-weighted interpolation of the
   fitted coordinates, then the Hilbert sort and Parquet writes.
@@ -120,7 +127,10 @@ NOTES = """
   random weights (timing only). `insight.pointing_game`: 50 seeded placements of four
   scikit-image photos (longest side 96-112 px) on a 224x224 gray canvas; the share whose
   Grad-CAM maximum for the default model's top class lies inside the pasted photo
-  (`tests/test_saliency.py` plays the same 50).
+  (`tests/test_saliency.py` plays the same 50). `insight.activation_grid_seconds`: the median
+  of 10 calls, after a warm-up, of open the same JPEG -> `embviz.activations.activations` of
+  the default layer (`bn2.act`, 1,280 channels, 224 px, no cache) -> `mosaic` of the top 64 ->
+  PNG bytes, on the CPU, per torch thread count.
   `curate.seconds`: each step from scratch. Run: `.venv/bin/python benchmarks/run.py --only
   curate`. On these 28 px digits the embedding alone cannot tell a near copy from a natural
   neighbour: a copy lies at about half the median nearest-neighbour distance from its original

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .models.base import Embedder
 
 __all__ = ["METHODS", "Saliency", "default_target_layer", "overlay", "probe_linear"]
-__all__ += ["probe_module", "saliency", "vit_reshape"]
+__all__ += ["alignment", "crop_box", "network", "probe_module", "saliency", "vit_reshape"]
 
 #: Method name -> ``pytorch_grad_cam`` class (imported on first use). EigenCAM (the first
 #: principal component of the activations) needs no backward pass. ScoreCAM is left out: one
@@ -190,7 +190,8 @@ _NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NETWORKS_GUARD = threading.Lock()
 
 
-def _network(embedder: Embedder) -> tuple[Any, threading.Lock, dict]:
+def network(embedder: Embedder) -> tuple[Any, threading.Lock, dict]:
+    """``(private copy of embedder's network, the lock to hold while hooking it, shift cache)``."""
     import copy
 
     with _NETWORKS_GUARD:
@@ -213,7 +214,7 @@ def probe_module(embedder: Embedder, layer: str, reshape: Any, linear: dict):
     import torch
 
     embedder.check_layers([layer])
-    net = _network(embedder)[0]
+    net = network(embedder)[0]
     hook = dict(net.named_modules()).get(layer)
     if layer == POOLED and hasattr(net, "get_classifier"):  # the classifier's input; timm's
         hook = net.get_classifier()
@@ -225,7 +226,7 @@ def probe_module(embedder: Embedder, layer: str, reshape: Any, linear: dict):
     return _probe_head_class()(net, hook, layer, reshape, linear).to(embedder.device)
 
 
-def _alignment(net, layer: str, x) -> float:
+def alignment(net, layer: str, x) -> float:
     """Pixels to move an upsampled map (down and right) so its cells sit on their receptive fields.
 
     Upsampling puts cell ``j`` of a stride-``S`` map at ``(j + 0.5) S``; five stride-2 convs
@@ -266,7 +267,7 @@ def _alignment(net, layer: str, x) -> float:
     return centre + 0.5 - stride / 2
 
 
-def _crop_box(transform, width: int, height: int) -> tuple[float, float, float, float]:
+def crop_box(transform, width: int, height: int) -> tuple[float, float, float, float]:
     """The region of a ``width`` x ``height`` image the model sees, in its pixels: torchvision
     ``Resize``/``CenterCrop`` (timm), ``ImageClassification`` (tv); else (HF) all of it."""
     from torchvision import transforms as T
@@ -320,7 +321,7 @@ def saliency(
     started = time.perf_counter()
     if method not in _REGISTRY:
         raise ValueError(f"unknown saliency method {method!r}; valid: {list(METHODS)}")
-    net, lock, shifts = _network(embedder)
+    net, lock, shifts = network(embedder)
     if head is not None and not (isinstance(head, _probe_head_class()) and head.net is net):
         raise TypeError("head must be a probe_module(...) built on this embedder")
     if head is None and type(net).__module__.startswith("transformers."):
@@ -340,7 +341,7 @@ def saliency(
     x, grad = embedder.prepare(image).unsqueeze(0).to(embedder.device), method != "eigencam"
     with lock:
         if (layer, x.shape) not in shifts:
-            shifts[layer, x.shape] = _alignment(net, layer, x)
+            shifts[layer, x.shape] = alignment(net, layer, x)
         cam = getattr(importlib.import_module("pytorch_grad_cam"), _REGISTRY[method])(
             model=head if head is not None else net,
             target_layers=[dict(net.named_modules())[layer]],
@@ -367,7 +368,7 @@ def saliency(
         method=method,
         layer=layer,
         seconds=time.perf_counter() - started,
-        box=_crop_box(embedder.transform, *image.size),
+        box=crop_box(embedder.transform, *image.size),
     )
 
 

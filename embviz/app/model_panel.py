@@ -1,4 +1,5 @@
-"""The model panel: a classifier's confusion matrix (click a cell for its samples) and per-class scores.
+"""The model panel: a classifier's confusion matrix (click a cell for its samples), per-class
+scores, and score histograms whose dragged range filters the map.
 
 It reads the ``predictions`` table the ``predict`` step writes. The matrix is a HoloViews
 ``HeatMap`` with a ``Tap`` stream (HoloViews is loaded the first time the panel is shown, so a
@@ -52,6 +53,9 @@ class ModelPanel(pn.viewable.Viewer):
         self._frame = None  # (ids, labels, predicted) once built
         self._plot = None
         self._table = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
+        from .score_plots import ScoreHistograms
+
+        self.scores = ScoreHistograms(session)
         self._layout = pn.Column(sizing_mode="stretch_width", css_classes=["embviz-model"])
 
     def show(self) -> None:
@@ -89,7 +93,9 @@ class ModelPanel(pn.viewable.Viewer):
             pn.widgets.Checkbox.from_param(self.param.normalize, label="Normalise rows"),
             self._plot,
             self._table,
+            self.scores,
         ]
+        self.scores.show()
 
     def _heatmap(self, normalize: bool = False):
         import holoviews as hv

@@ -33,6 +33,9 @@ class SamplePanels(pn.viewable.Viewer):
 
         # Built after the watcher above: its own runs after the details show the new sample.
         self.explain = ExplainPanel(session, self.details)
+        from .activations_panel import ActivationsPanel
+
+        self.activations = ActivationsPanel(session, self.details)
         if session.grid_ids is not None:
             self._list()
         if session.detail >= 0:
@@ -93,5 +96,7 @@ class SamplePanels(pn.viewable.Viewer):
         )
 
     def __panel__(self):
-        details = pn.Column(self.details, self.explain, sizing_mode="stretch_width")
+        details = pn.Column(
+            self.details, self.explain, self.activations, sizing_mode="stretch_width"
+        )
         return pn.Row(self.grid, details, sizing_mode="stretch_width")
