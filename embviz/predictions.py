@@ -7,6 +7,8 @@ the top-k, and label-issue scores use its probabilities (:mod:`embviz.scores.con
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,7 @@ import numpy as np
 from .samples import PREDICTIONS
 
 __all__ = ["PREDICTIONS", "TOP_K", "prediction_columns", "proba_matrix", "read_top_k", "summarize"]
+__all__ += ["top_k_lines"]
 
 #: Classes kept per sample, most probable first.
 TOP_K = 10
@@ -135,3 +138,48 @@ def proba_matrix(ds, ids: np.ndarray, classes: list[str]) -> np.ndarray | None:
     keep = cols >= 0
     out[row_of[keep], cols[keep]] = flat_p[keep]
     return out
+
+
+#: Samples whose top-k text :func:`top_k_lines` keeps per process (least recently used go).
+LINES_CACHED = 200_000
+_LINES: OrderedDict[tuple[str, int], str] = OrderedDict()
+_LINES_LOCK = threading.Lock()
+
+
+def top_k_lines(ds, ids, k: int = 3) -> list[str]:
+    """Each sample's top ``k`` as plain-text bars (``▇▇▇▇▇▇▇▇░░ 0.81 7``), one line per class;
+    "" for a sample without predictions. For tooltips: rows read once per process, then
+    served from a least-recently-used cache shared by every session."""
+    if not ds.has(PREDICTIONS):
+        return [""] * len(ids)
+    version = str(ds.table(PREDICTIONS)["dir"])
+    keys = [(version, int(i)) for i in ids]
+    with _LINES_LOCK:
+        found = {key: _LINES[key] for key in keys if key in _LINES}
+        for key in found:
+            _LINES.move_to_end(key)
+    missing = sorted({key[1] for key in keys if key not in found})
+    if missing:
+        table = ds.read_ids(PREDICTIONS, missing, ["top_labels", "top_probs"])
+        got = dict.fromkeys(missing, "")
+        for sid, labels, probs in zip(
+            table.column("id").to_pylist(),
+            table.column("top_labels").to_pylist(),
+            table.column("top_probs").to_pylist(),
+            strict=True,
+        ):
+            got[int(sid)] = "\n".join(
+                f"{_bar(float(q))} {float(q):.2f} {name}"
+                for name, q in list(zip(labels or [], probs or [], strict=True))[:k]
+            )
+        with _LINES_LOCK:
+            for sid, text in got.items():
+                found[(version, sid)] = _LINES[(version, sid)] = text
+            while len(_LINES) > LINES_CACHED:
+                _LINES.popitem(last=False)
+    return [found[key] for key in keys]
+
+
+def _bar(p: float, width: int = 10) -> str:
+    full = int(round(max(0.0, min(1.0, p)) * width))
+    return "▇" * full + "░" * (width - full)

@@ -52,16 +52,17 @@ def test_confusion_cell_fills_the_grid_and_the_detail_shows_top_k(
 
     assert want > 0, f"clicked an empty cell ({label}, {predicted}), not the diagonal"
 
-    # Opening one of them shows the probe's top-k as bars, its own label marked.
+    # Opening one of them shows the probe's top-k as HoloViews bars.
     page.locator(".embviz-grid-item").first.click()
-    bars = page.locator(".embviz-top-k-table tr")
-    wait_until(lambda: bars.count() == 10, what="ten top-k bars", page=page)
-    assert page.locator(".embviz-top-k-table tr.embviz-own").count() == 1
+    bars = page.locator(".embviz-top-k canvas").first
+    wait_until(lambda: bars.count() and bars.bounding_box(), what="the top-k bars", page=page)
     page.screenshot(path=str(artifacts / "model_2_top_k.png"))
 
-    # Explain: a Grad-CAM map of the probe's decision, computed in the background, lies over
-    # the image with its method, layer and class named.
-    page.locator(".embviz-explain button").first.click()
+    # A click on the first (most probable) bar explains that class: a Grad-CAM map of the
+    # probe's decision, computed in the background, lies over the image with its method,
+    # layer and class named.
+    box = bars.bounding_box()
+    page.mouse.click(box["x"] + 40 + (box["width"] - 50) * 0.05, box["y"] + box["height"] * 0.7)
     caption = page.get_by_text(re.compile(r"^gradcam · layer \S+ · class \S+ \(p = [\d.]+\)"))
     caption.first.wait_for(timeout=180_000)
     heat = page.locator("img.embviz-overlay").first
@@ -71,5 +72,9 @@ def test_confusion_cell_fills_the_grid_and_the_detail_shows_top_k(
         page=page,
     )
     page.screenshot(path=str(artifacts / "model_3_saliency.png"))
+
+    # The Explain button does the same for the class chosen in its menu (the top prediction).
+    page.locator(".embviz-explain button").first.click()
+    wait_until(lambda: "cached" in caption.first.inner_text(), what="the cached map", page=page)
     page.close()
     assert not errors, errors

@@ -52,3 +52,34 @@ def test_confusion_matrix_sums_to_the_rows_and_a_cell_lists_its_samples(explorer
     assert explorer.session.grid_title == "Label 4, predicted 4"
     want = counts[rows.index("4"), cols.index("4")]
     assert len(explorer.session.shown_ids) == want > 0
+
+
+def test_top_k_bars_and_a_clicked_bar_explains_that_class(explorer, demo_dataset):
+    import holoviews as hv
+
+    t = read_sample_columns(open_dataset(demo_dataset), ["label", "predicted_label"]).to_pandas()
+    wrong = t[t.label != t.predicted_label].iloc[0]
+    explorer.session.open(int(wrong.id))
+    details = explorer.details
+    assert len(details.predictions) == 10
+    bars = details.top_k_bars()
+    assert isinstance(bars, hv.Bars) and len(bars) == 10
+    assert bars.dimension_values("class")[0] == wrong.predicted_label  # most probable first
+    assert bars.dimension_values("own").sum() <= 1  # the own label, when in the top-k
+    details.picked_class = str(wrong.label)  # as a click on that bar does
+    caption = details.overlay_caption
+    assert f"class {wrong.label} " in caption and details.overlay_src.startswith("data:image/png")
+
+
+def test_hover_cards_show_the_top_3_as_bars_once_zoomed_in(demo_dataset):
+    ex = Explorer(demo_dataset)
+    store = ex.session.store
+    x, y = float(store.x[0]), float(store.y[0])
+    # More points than get sprites (their cards are sprites'), fewer than get tooltips.
+    ex = Explorer(demo_dataset, view=[x - 2.5, x + 2.5, y - 2.5, y + 2.5])
+    points = ex.map.last.points
+    assert points is not None and 0 < len(points["id"]) <= ex.map.hover_limit
+    text = points["text"][0]
+    lines = text.split("predicted:\n", 1)[1].splitlines()[:3]
+    probs = [float(line.split()[1]) for line in lines]
+    assert all(line.startswith(("▇", "░")) for line in lines) and probs == sorted(probs)[::-1]

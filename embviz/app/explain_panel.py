@@ -43,6 +43,7 @@ class ExplainPanel(pn.viewable.Viewer):
         self.button.on_click(lambda _: self.run())
         self.opacity.param.watch(lambda e: setattr(details, "overlay_opacity", e.new), "value")
         session.param.watch(self._opened, "detail")
+        details.param.watch(self._bar_clicked, "picked_class")
         self._layout = pn.Column(
             pn.Row(self.method, self.target, self.opacity, self.button),
             self.message,
@@ -62,6 +63,12 @@ class ExplainPanel(pn.viewable.Viewer):
         top = [str(p["label"]) for p in self.details.predictions]
         self.target.options = list(dict.fromkeys([TOP, *([own] if own in top else []), *top]))
         self.target.value = TOP
+
+    def _bar_clicked(self, event) -> None:
+        """A click on a top-k bar explains that class."""
+        if event.new and event.new in self.target.options:
+            self.target.value = event.new
+            self.run()
 
     def run(self) -> None:
         """Compute (or fetch) the map for the open sample with the chosen method and class."""

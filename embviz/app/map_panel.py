@@ -148,6 +148,14 @@ class MapPanel(pn.viewable.Viewer):
         for name, values in s.numeric.items():
             for line, v in zip(lines, values[rows], strict=True):
                 line.append(f"{name}: {v:.4g}")
+        if self.session.dataset.has("predictions"):  # the classifier's top 3 as text bars
+            from embviz.predictions import top_k_lines
+
+            for line, top in zip(
+                lines, top_k_lines(self.session.dataset, s.ids[rows]), strict=True
+            ):
+                if top:
+                    line.insert(1, f"predicted:\n{top}")
         return {"text": ["\n".join(line) for line in lines]}
 
     def _on_frame(self, result: MapResult) -> None:

@@ -15,7 +15,6 @@ th, td { padding: 2px 6px; border-bottom: 1px solid #eceff3; text-align: left;
 th { color: #555; font-weight: 500; white-space: nowrap; width: 1%; }
 td.embviz-num { text-align: right; font-variant-numeric: tabular-nums; width: 1%; white-space: nowrap; padding-left: 6px; }
 .embviz-bar { height: 8px; background: #8aa4c8; border-radius: 2px; min-width: 1px; }
-tr.embviz-own .embviz-bar { background: #2f7d32; }
 .embviz-detail-image { display: block; width: 100%; max-height: 480px; object-fit: contain;
   background: #f3f4f6; }
 .embviz-detail-stack { position: relative; }

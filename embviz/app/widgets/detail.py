@@ -42,7 +42,10 @@ class DetailPanel(pn.viewable.Viewer):
         default=[],
         item_type=dict,
         doc='A classifier\'s top-k, most probable first, each {"label": str, "p": float}; '
-        "drawn as bars, the sample's own label marked.",
+        "drawn as HoloViews bars, the sample's own label marked.",
+    )
+    picked_class = param.String(
+        default="", doc="Class of the top-k bar clicked last ('' none); re-set on every click."
     )
     opened = param.Integer(
         default=-1,
@@ -55,9 +58,16 @@ class DetailPanel(pn.viewable.Viewer):
         self._image = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
         self._fields = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
         self._heading = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
-        self._top_k = Markup(
-            stylesheets=[PANEL_CSS], sizing_mode="stretch_width", css_classes=["embviz-top-k"]
+        self._top_k = pn.Column(
+            Markup(
+                '<div class="embviz-heading">Predictions</div><div class="embviz-muted">'
+                "the sample's own label in red; click a bar to explain that class</div>",
+                stylesheets=[PANEL_CSS],
+            ),
+            sizing_mode="stretch_width",
+            css_classes=["embviz-top-k"],
         )
+        self._bars = None  # the HoloViews pane, made with the first predictions shown
         self._grid = ImageGrid(columns=4, thumb_px=72)
         self._grid.param.watch(lambda _: reopen(self, self._grid.clicked), "clicks")
         self._neighbours_title = Markup(
@@ -117,21 +127,47 @@ class DetailPanel(pn.viewable.Viewer):
 
     @param.depends("predictions", "sample", watch=True)
     def _show_top_k(self) -> None:
+        self._top_k.visible = bool(self.predictions)
+        if not self.predictions:
+            return
+        import holoviews as hv
+
+        if self._bars is None:
+            self._tap = hv.streams.Tap(x=None, y=None)
+            self._tap.add_subscriber(self._tapped)
+            self._bars = pn.pane.HoloViews(
+                hv.DynamicMap(self.top_k_bars, streams=[self._tap]).opts(framewise=True),
+                backend="bokeh",
+                sizing_mode="stretch_width",
+            )
+            self._top_k.append(self._bars)
+        else:
+            self._bars.object.event()  # redraw the DynamicMap with the new sample's top-k
+
+    def top_k_bars(self, x=None, y=None):
+        """The top-k as a HoloViews ``Bars`` element (class, probability; own label in red)."""
+        import holoviews as hv
+
         own = str(self.sample.get("label", ""))
-        rows = "".join(
-            f'<tr class="{"embviz-own" if str(p["label"]) == own else ""}">'
-            f"<th>{html.escape(str(p['label']))}{' ✓' if str(p['label']) == own else ''}</th>"
-            f'<td><div class="embviz-bar" style="width:{max(1.0, 100 * float(p["p"])):.1f}%">'
-            f'</div></td><td class="embviz-num">{float(p["p"]):.2f}</td></tr>'
-            for p in self.predictions
+        data = [(str(p["label"]), float(p["p"]), str(p["label"]) == own) for p in self.predictions]
+        return hv.Bars(data, "class", ["probability", "own"]).opts(
+            color=hv.dim("own").categorize({True: "#d62728", False: "#8aa4c8"}),
+            tools=["hover", "tap"],
+            default_tools=[],
+            toolbar=None,
+            ylim=(0, 1),
+            height=150,
+            responsive=True,
+            xlabel="",
+            nonselection_alpha=1.0,
         )
-        self._top_k.object = (
-            '<div class="embviz-heading">Predictions</div>'
-            f'<table class="embviz-top-k-table">{rows}</table>'
-            if rows
-            else ""
-        )
-        self._top_k.visible = bool(rows)
+
+    def _tapped(self, x=None, y=None) -> None:
+        if x is None:
+            return
+        if str(x) == self.picked_class:  # a second click on the same bar fires again
+            self.picked_class = ""
+        self.picked_class = str(x)
 
     @param.depends("neighbours", watch=True)
     def _show_neighbours(self) -> None:
