@@ -131,6 +131,9 @@ class ActivationsPanel(pn.viewable.Viewer):
             from embviz.activations import layer_kind, mosaic
             from embviz.saliency import default_target_layer
 
+            from .work import one_torch_thread
+
+            one_torch_thread()
             cache = self._cache()
             source = (cache.model, cache.image_size)
             image = cache.image(sid)  # first: a missing file is named even when cached

@@ -83,6 +83,9 @@ class ExplainPanel(pn.viewable.Viewer):
         def work():
             from embviz.explain import explainer_for
 
+            from .work import one_torch_thread
+
+            one_torch_thread()
             return explainer_for(self.session.dataset).explain(sid, method=method, label=label)
 
         def done(found) -> None:

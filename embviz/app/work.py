@@ -16,7 +16,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-__all__ = ["Coalescer", "in_background", "render_pool", "task_pool"]
+__all__ = ["Coalescer", "in_background", "one_torch_thread", "render_pool", "task_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,22 @@ def task_pool() -> ThreadPoolExecutor:
     """The process-wide pool of one-off actions (search, compare, export, saliency): half the
     cores, at least two, apart from the render pool so a long action never delays a frame."""
     return _pool("task", max(2, (os.cpu_count() or 2) // 2))
+
+
+def one_torch_thread() -> None:
+    """Run torch's work (saliency, activations) on one thread.
+
+    The task pool shares the cores with frame rendering: measured on 2 loaded cores, Grad-CAM
+    of the default model took 0.14 s on one torch thread and 2.5 s on two (threads spinning
+    against each other and the renderer; ``make bench``'s ``insight.saliency_seconds``).
+    The setting is process-wide: a server process runs no batch steps, and a notebook that
+    explains and then embeds in the same kernel embeds on one thread too (set
+    ``torch.set_num_threads`` back for speed there).
+    """
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 def in_background(
