@@ -34,6 +34,7 @@ class Explorer(pn.viewable.Viewer):
         from .compare_view import SplitCompare
         from .curate import Curator
         from .filters import FilterPanel
+        from .layer_panel import LayerPanel
         from .map_panel import MapPanel
         from .model_panel import ModelPanel
         from .samples_panel import SamplePanels
@@ -49,6 +50,11 @@ class Explorer(pn.viewable.Viewer):
         self.curator = Curator(self.session)
         self.compare = SplitCompare(self.session)
         self.model = ModelPanel(self.session)
+        self.layers = LayerPanel(self.session)
+        # A layer picked in the diagram is the one whose activations the open sample shows.
+        self.layers.param.watch(
+            lambda e: e.new and setattr(self.samples.activations, "layer", e.new), "layer"
+        )
         self._cloud = None  # the 3D panel, built when 3D is first shown (deck.gl loads then)
         self._status = Markup(
             html.escape(self.session.status),
@@ -182,9 +188,12 @@ class Explorer(pn.viewable.Viewer):
             sizing_mode="stretch_width",
             css_classes=["embviz-sidebar-tabs"],
         )
-        if self.model.available:  # a classifier's predictions: built when first opened
-            tabs.append(("Model", self.model))
-            tabs.param.watch(lambda e: e.new == 2 and self.model.show(), "active")
+        if self.model.available or self.layers.available:  # built when first opened
+            parts = [self.model] if self.model.available else []  # a classifier's predictions
+            tabs.append(("Model", pn.Column(*parts, self.layers, sizing_mode="stretch_width")))
+            tabs.param.watch(
+                lambda e: e.new == 2 and (self.model.show(), self.layers.show()), "active"
+            )
         return tabs
 
     def main(self) -> pn.Column:

@@ -17,6 +17,7 @@ import param
 from embviz.dataset import Dataset, open_dataset
 from embviz.projections import projection_choices
 
+from .session_tags import TagActions
 from .tagcolumn import TAG_COLUMN, tag_column
 from .work import in_background, task_pool
 
@@ -26,7 +27,7 @@ __all__ = ["NOT_COLOURS", "Session", "projection_choices"]
 NOT_COLOURS = frozenset({"duplicate_group"})
 
 
-class Session(param.Parameterized):
+class Session(TagActions, param.Parameterized):
     """The state of one person's view of a dataset, and the actions that change it.
 
     Data parameters (projection, colour column, filters) make the map re-aggregate; style
@@ -105,6 +106,14 @@ class Session(param.Parameterized):
     def dataset(self) -> Dataset:
         """The open dataset (opened once; every panel uses this object)."""
         return self._ds
+
+    def refresh_tables(self) -> None:
+        """Re-read the dataset's tables (a job or another process added some); list their maps."""
+        self._ds.reload()
+        self._groups = projection_choices(self._ds)
+        self._groups3 = projection_choices(self._ds, dims=3)
+        self.param.embedding.objects = list(self._groups)
+        self._set_projection_objects()
 
     def projections(self, dims: int = 2) -> dict[str, dict[str, str]]:
         """``{embedding: {label: projection}}`` of the dataset's ``dims``-D maps."""
@@ -324,52 +333,6 @@ class Session(param.Parameterized):
     def image_url(self, sample_id: int) -> str:
         """The source of a sample's large image ("" without thumbnails)."""
         return self._images.image(sample_id)
-
-    # -- tags -----------------------------------------------------------------------------------
-    def tags(self):
-        """The dataset's tag store, shared by every session of the process."""
-        if self._tags is None:
-            from .tagcolumn import tag_store
-
-            self._tags = tag_store(self._ds.root)
-        return self._tags
-
-    def tags_of(self, sample_id: int) -> str:
-        """The open sample's tags as one line ("" when none or unreadable)."""
-        try:
-            tags = self.tags().of(sample_id)
-        except Exception:  # an unreadable tag folder must not break the detail panel
-            return ""
-        return "; ".join(
-            f"{t['tag']}: {t['value']}" if t.get("value") else str(t["tag"]) for t in tags
-        )
-
-    def poll_tags(self) -> bool:
-        """Look for tags written by other sessions or processes; True when they changed."""
-        try:
-            version = self.tags().version
-        except Exception:  # a tag folder being written or compacted: next time
-            return False
-        if version == self.tags_version:
-            return False
-        self.tags_version = version
-        return True
-
-    def tag(self, ids, tag: str, value: str | None = None, *, remove: bool = False) -> int:
-        """Add (or remove) ``tag`` on samples ``ids`` as the logged-in user; returns how many."""
-        import panel as pn
-
-        ids = np.asarray(ids, dtype=np.int64)
-        user = str(pn.state.user) if pn.state.user else None
-        store = self.tags()
-        if remove:
-            store.remove(ids, tag, user=user)
-        else:
-            store.add(ids, tag, value, user=user)
-        self.poll_tags()
-        if self.detail in set(ids.tolist()):
-            self.refresh_detail()
-        return len(ids)
 
     # -- the page and background work -----------------------------------------------------------
     @property
