@@ -52,6 +52,19 @@ class Session(TagActions, param.Parameterized):
         "over-represented against the other (a style: nothing is re-aggregated); [] = off.",
     )
     view = param.List(default=[], doc="Visible rectangle [x0, x1, y0, y1]; empty = everything.")
+    map_mode = param.Selector(
+        default="points",
+        objects=["points", "images"],
+        doc="Draw the map as coloured points, or as images: one representative thumbnail per "
+        "cell of ``cell_px`` pixels at any zoom (a dataset without thumbnails keeps points).",
+    )
+    cell_px = param.Integer(
+        default=64, bounds=(24, 160), doc="Side in screen pixels of an image-map cell."
+    )
+    cluster_labels = param.Boolean(
+        default=True, doc="Name the clusters on the map (finer ones as the view zooms in)."
+    )
+    contours = param.Boolean(default=False, doc="Draw density contours over the map.")
     detail = param.Integer(default=-1, doc="Sample id shown in the detail panel (-1: none).")
     dims = param.Selector(default="2D", objects=["2D", "3D"], doc="Show the 2D map or 3D cloud.")
     projection3d = param.Selector(objects=[], doc="The 3D projection drawn in the 3D view.")
