@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,9 @@ def _serve(
     _check(datasets, reports)
     parser = argparse.ArgumentParser(prog="panel serve")
     command = Serve(parser=parser)  # Panel's own `serve` subcommand, as `panel serve` runs it
+    # The command line `panel serve` would see: the routes plugin starts the report schedule
+    # from its `--args ... --reports FILE` as the server starts, before anyone visits.
+    sys.argv = ["panel", "serve", *argv]
     return 1 if command.invoke(parser.parse_args(argv)) is False else 0
 
 

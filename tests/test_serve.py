@@ -144,3 +144,36 @@ def test_explorer_behind_a_prefix_loads_its_images(browser, demo_dataset, tmp_pa
     finally:
         page.close()
         server.stop()
+
+
+@pytest.mark.parametrize("how", ["embviz serve", "panel serve"])
+def test_report_schedule_starts_with_the_server_before_any_visitor(small, tmp_path, how):
+    """`embviz serve DATASET --reports FILE` (and the `panel serve` line it stands for):
+    reports are written on schedule with nobody visiting (before, the schedule started with
+    the first page view)."""
+    from embviz.pipeline.packaged import explorer_app
+
+    out = tmp_path / "reports"
+    settings = tmp_path / "reports.yaml"
+    settings.write_text(f"dataset: {small}\nout_dir: {out}\nperiod: 10s\n")
+    log_path = tmp_path / "serve.log"
+    port = str(free_port())
+    if how == "embviz serve":
+        cmd = [sys.executable, "-m", "embviz.pipeline.cli", "serve", str(small), "--port", port]
+    else:
+        cmd = [sys.executable, "-m", "panel", "serve", str(explorer_app()), "--port", port]
+        cmd += ["--plugins", "embviz.app.routes", "--args", str(small)]
+    cmd += ["--reports", str(settings)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 150
+            # No request is made to the server: only the schedule can write these.
+            while len(list(out.glob("*.html"))) < 3:  # index.html and two dated reports
+                assert proc.poll() is None, log_path.read_text()
+                assert time.time() < deadline, f"no scheduled reports: {log_path.read_text()}"
+                time.sleep(1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert (out / "index.html").exists()

@@ -212,8 +212,28 @@ def __getattr__(name: str) -> Any:
     # access (not a plain list) so that reading it records that this server has the routes:
     # the page can then tell a server started without them, which tornado's routing cannot.
     if name == "ROUTES":
+        _start_reports()
         return extra_patterns()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _start_reports() -> None:
+    """Start the report schedule of ``--args ... --reports FILE`` as the server starts, so a
+    server nobody visits still writes its reports (the page's own call finds it running).
+    A bad settings file is logged here and raised by the page, naming the key."""
+    import sys
+
+    from .schedule import reports_from_argv, schedule_from_settings
+
+    path = reports_from_argv(sys.argv)
+    if path is None:
+        return
+    try:
+        job = schedule_from_settings(path)
+    except Exception as exc:  # the page reports it too; the server must still start
+        log.error("report schedule %s not started: %s", path, exc)
+        return
+    log.info("report schedule %s started with the server: reports go to %s", path, job.out_dir)
 
 
 def declared() -> bool:

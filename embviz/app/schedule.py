@@ -18,7 +18,13 @@ from pathlib import Path
 from embviz.config import ReportSettings, check_schedule, load_report_settings
 from embviz.dataset import open_dataset, slugify
 
-__all__ = ["ReportJob", "cancel_reports", "schedule_from_settings", "schedule_reports"]
+__all__ = [
+    "ReportJob",
+    "cancel_reports",
+    "reports_from_argv",
+    "schedule_from_settings",
+    "schedule_reports",
+]
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +162,19 @@ def schedule_from_settings(settings: str | Path | ReportSettings) -> ReportJob:
         width=settings.width,
         height=settings.height,
     )
+
+
+def reports_from_argv(argv: list[str]) -> str | None:
+    """The ``--reports FILE`` among a ``panel serve`` command line's ``--args`` (None if absent)."""
+    if "--args" not in argv:
+        return None
+    args = argv[argv.index("--args") + 1 :]
+    for i, arg in enumerate(args):
+        if arg == "--reports" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--reports="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def cancel_reports(name: str) -> None:
