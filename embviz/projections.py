@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RANK", "projection_choices", "projection_dims"]
+__all__ = ["RANK", "projection_choices", "projection_dims", "unplaced_ids"]
 
 #: Neighbour-preserving maps first: they are what people open the explorer to see.
 RANK = {"umap": 0, "pacmap": 1, "tsne": 2, "pca": 3}
@@ -27,3 +27,13 @@ def projection_choices(ds, dims: int = 2) -> dict[str, dict[str, str]]:
         label = p.removeprefix(source + ".") if p.startswith(source + ".") else p
         groups.setdefault(source, {})[label] = p
     return groups
+
+
+def unplaced_ids(ds, projection: str):
+    """Ids of the samples that are not on ``projection``'s map (their coordinates were not
+    finite, or they have no vector in its embedding), as a sorted int64 array."""
+    import numpy as np
+
+    samples = ds.read_arrow("samples", columns=["id"]).column("id").to_numpy()
+    placed = ds.read_arrow(f"projections/{projection}", columns=["id"]).column("id").to_numpy()
+    return np.setdiff1d(samples, placed).astype(np.int64)

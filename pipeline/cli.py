@@ -10,7 +10,7 @@ from typing import Any
 
 from embviz.errors import EmbvizError
 
-from . import cli_data, cli_serve
+from . import cli_cluster, cli_data, cli_serve
 from .cli_data import print_result
 
 __all__ = ["main"]
@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--embedding-name", default="user")
     s.add_argument(
         "--force", action="store_true", help="re-ingest even if the inputs are unchanged"
+    )
+    s.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a vectors file whose --coords hold NaN or inf (default: keep those rows "
+        "off the map and count them)",
     )
 
     s = sub.add_parser("embed", help="embed every image with a model (resumable)")
@@ -209,6 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--partition-rows", type=int, default=1_000_000)
     s.add_argument("--scheduler", help="Dask scheduler address")
 
+    cli_cluster.add_commands(sub)
     cli_data.add_commands(sub)
     cli_serve.add_commands(sub)
     return p
@@ -221,6 +228,8 @@ def _run(args: argparse.Namespace) -> int:
         return cli_serve.run(args, progress=progress)
     if cmd in cli_data.COMMANDS:
         return cli_data.run(args)
+    if cmd in cli_cluster.COMMANDS:
+        return cli_cluster.run(args)
     if cmd == "ingest":
         from .ingest import ingest
 
@@ -241,6 +250,7 @@ def _run(args: argparse.Namespace) -> int:
             embedding_name=args.embedding_name,
             progress=progress,
             force=args.force,
+            strict=args.strict,
         )
     elif cmd == "embed":
         from .embed import embed

@@ -37,7 +37,8 @@ class IngestResult:
     rows: samples written; skipped: inputs left out (listed in the report); report_path: the
     JSON report; seconds: wall time; tables: keys of the tables written; reused: True when the
     inputs were unchanged since the last ingest, so nothing was written (rows, skipped, tables
-    and the report are then those of that earlier run).
+    and the report are then those of that earlier run); unplaced: rows kept whose ``--coords``
+    are not finite (in the dataset, left off the map).
     """
 
     rows: int
@@ -46,6 +47,7 @@ class IngestResult:
     seconds: float
     tables: tuple[str, ...]
     reused: bool = False
+    unplaced: int = 0
 
 
 def ingest(
@@ -65,6 +67,7 @@ def ingest(
     embedding_name: str = "user",
     progress: bool = True,
     force: bool = False,
+    strict: bool = False,
 ) -> IngestResult:
     """Build the ``samples`` table (and ``thumbnails``, or a user embedding) of a dataset.
 
@@ -100,6 +103,9 @@ def ingest(
         carries the same fingerprint (these options plus every input file's path, size and
         mtime) is left as it is and the earlier result returned with ``reused=True``, so a
         recipe run twice does not redo ingest or invalidate the steps after it.
+    strict:
+        Refuse a vectors file whose ``coord_columns`` hold a NaN or inf (naming the row)
+        instead of keeping those rows off the map (counted in ``unplaced``).
 
     Returns
     -------
@@ -166,6 +172,7 @@ def ingest(
             partition_rows=partition_rows,
             limit=limit,
             fingerprint=fingerprint,
+            strict=strict,
         )
     else:
         sources, skipped = scan_folder(source) if kind == "folder" else scan_manifest(source)
@@ -200,6 +207,15 @@ def ingest(
             f"{source}: no valid input to ingest ({len(skipped)} skipped); see {report_path}"
         )
     seconds = round(time.time() - t0, 3)
+    projected = [t for t in tables if t.startswith("projections/")]
+    unplaced = sum(int(ds.meta(t).get("unplaced", 0)) for t in projected)
+    if unplaced:
+        log.warning(
+            "%d of %d rows have non-finite coordinates: kept, left off the map (%s)",
+            unplaced,
+            rows,
+            ", ".join(projected),
+        )
     ds.record_step(
         "ingest",
         params,
@@ -209,9 +225,10 @@ def ingest(
             "skipped": len(skipped),
             "tables": list(tables),
             "fingerprint": fingerprint,
+            "unplaced": unplaced,
         },
     )
-    return IngestResult(rows, len(skipped), report_path, seconds, tuple(tables))
+    return IngestResult(rows, len(skipped), report_path, seconds, tuple(tables), unplaced=unplaced)
 
 
 def _earlier_result(ds: Dataset, fingerprint: str) -> tuple[int, int, tuple[str, ...]] | None:

@@ -79,12 +79,15 @@ def ingest_vectors(
     partition_rows: int,
     limit: int | None,
     fingerprint: str,
+    strict: bool = False,
 ) -> tuple[int, list[dict[str, Any]], tuple[str, ...]]:
     """Write ``samples`` and ``embeddings/<embedding_name>`` (and a user projection) from vectors.
 
     The options are those of :func:`embviz.pipeline.ingest.ingest`; ``fingerprint`` is stored in the
     samples table's meta. Returns ``(rows, skipped, tables written)``; skipped is always empty
-    because a bad vector fails the whole run, naming its row.
+    because a bad vector fails the whole run, naming its row. Rows whose coordinates are not
+    finite stay in the dataset and are left off the map (counted as the projection's
+    ``unplaced``); ``strict`` refuses the file instead, naming the first such row.
     """
     import numpy as np
     import pyarrow as pa
@@ -134,7 +137,8 @@ def ingest_vectors(
                 for c in coord_columns
             ]
         )
-        _check_finite(coords, where, f"coordinates {coord_columns}")
+        if strict:
+            _check_finite(coords, where, f"coordinates {coord_columns}")
         table = table.drop_columns(coord_columns)
     # Rows are written in id order so each partition's id range is tight; ``order`` maps
     # written rows back to the user's rows for error messages.
@@ -222,6 +226,7 @@ def ingest_vectors(
                 "columns": coord_columns,
                 "source": str(where),
             },
+            strict=strict,
         )
         tables += (f"projections/{proj}",)
     return n, [], tables

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from embviz.reducers import get_reducer
 
 from .choose import as_dataset, pick_table
 from .runner import cluster_client, run_tasks
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ROW_GROUP_ROWS", "ReduceResult", "reduce", "write_projection"]
 
@@ -36,6 +39,7 @@ class ReduceResult:
     transform_seconds: float  #: time to project every row
     sample_rows: int  #: rows the reducer was fitted on
     reused: bool = False  #: the projection already matched these inputs and parameters
+    unplaced: int = 0  #: rows the reducer gave non-finite coordinates: left off the map
 
 
 def write_projection(
@@ -46,8 +50,14 @@ def write_projection(
     *,
     meta: dict[str, Any],
     partition_rows: int = 1_000_000,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Write ``projections/<name>``: points sorted along a Hilbert curve, bounds per partition.
+
+    Rows whose coordinates are not finite (NaN, inf: a reducer's failure, a user's missing
+    value) are left off the table and counted in its meta as ``unplaced`` (their samples stay
+    in the dataset; :func:`embviz.projections.unplaced_ids` lists them); ``strict`` refuses
+    them instead, naming the first id.
 
     Parameters
     ----------
@@ -73,9 +83,14 @@ def write_projection(
             f"projection {name!r}: coords must be (n, 2) or (n, 3) with n = len(ids) = "
             f"{ids.shape[0]}, got {coords.shape}"
         )
-    if not np.isfinite(coords).all():
-        bad = int(np.flatnonzero(~np.isfinite(coords).all(axis=1))[0])
+    finite = np.isfinite(coords).all(axis=1)
+    unplaced = int(len(finite) - finite.sum())
+    if unplaced and strict:
+        bad = int(np.flatnonzero(~finite)[0])
         raise ValueError(f"projection {name!r}: non-finite coordinates for id {int(ids[bad])}")
+    if unplaced:
+        log.warning("projection %r: %d rows with non-finite coordinates left off", name, unplaced)
+        ids, coords = ids[finite], coords[finite]
     dims = coords.shape[1]
     overall = bounds_of(coords)
     key = f"projections/{name}"
@@ -106,6 +121,7 @@ def write_projection(
             "curve": "hilbert",
             "bounds": overall,
             "row_group_rows": ROW_GROUP_ROWS,
+            "unplaced": unplaced,
         }
         entry = writer.commit(full_meta)
     except BaseException:
@@ -285,6 +301,7 @@ def reduce(
             transform_seconds=0.0,
             sample_rows=ds.meta(out_key)["sample_rows"],
             reused=True,
+            unplaced=int(ds.meta(out_key).get("unplaced", 0)),
         )
 
     only = _split_ids(fds, fit_split) if fit_split is not None else None
@@ -337,10 +354,12 @@ def reduce(
         "fit_dataset": None if fit_dataset is None else str(fds.root),
         "fingerprint": fingerprint,
     }
-    write_projection(ds, name, ids, coords, meta=meta, partition_rows=partition_rows)
+    entry = write_projection(ds, name, ids, coords, meta=meta, partition_rows=partition_rows)
+    unplaced = int(entry["meta"].get("unplaced", 0))
     result = ReduceResult(
         table=f"projections/{name}",
-        rows=int(ids.shape[0]),
+        rows=int(ids.shape[0]) - unplaced,
+        unplaced=unplaced,
         seconds=round(time.time() - started, 3),
         fit_seconds=round(fit_done - started, 3),
         transform_seconds=round(transform_done - fit_done, 3),

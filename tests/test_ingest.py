@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -433,3 +434,34 @@ def test_vectors_reused_until_the_metadata_changes(tmp_path):
     assert not _ingest(ds_path, tmp_path / "v.npy", metadata=meta, embedding_name="other").reused
     _touch(meta)
     assert not _ingest(ds_path, tmp_path / "v.npy", metadata=meta).reused
+
+
+def test_non_finite_coordinates_are_kept_off_the_map_and_counted(tmp_path, capsys):
+    """One NaN coordinate must not refuse the whole file: the row stays in the dataset, off
+    the map, counted and listed; --strict keeps the refusal."""
+    from embviz.pipeline.cli import main
+    from embviz.projections import unplaced_ids
+
+    rng = np.random.default_rng(3)
+    xy = rng.normal(size=(20, 2))
+    xy[7, 0], xy[12, 1] = np.nan, np.inf
+    table = pa.table(
+        {
+            "id": np.arange(20),
+            "vector": pa.array(list(rng.normal(size=(20, 4))), pa.list_(pa.float64())),
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+        }
+    )
+    path = tmp_path / "vecs.parquet"
+    pq.write_table(table, path)
+    res = _ingest(tmp_path / "ds", path, coord_columns=["x", "y"])
+    assert res.rows == 20 and res.unplaced == 2
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.table("samples")["rows"] == 20
+    assert ds.table("projections/user2d")["rows"] == 18
+    assert ds.meta("projections/user2d")["unplaced"] == 2
+    assert unplaced_ids(ds, "user2d").tolist() == [7, 12]
+    argv = ["-q", "ingest", str(path), "--out", str(tmp_path / "strict"), "--coords", "x,y"]
+    assert main([*argv, "--strict"]) != 0
+    assert re.search(r"vecs\.parquet: row 7: coordinates .* non-finite", capsys.readouterr().err)

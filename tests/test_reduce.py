@@ -215,8 +215,12 @@ def test_write_projection_empty_and_validation(tmp_path):
     ds = Dataset.create(tmp_path / "ds")
     entry = write_projection(ds, "empty", np.zeros(0), np.zeros((0, 2)), meta={})
     assert entry["rows"] == 0 and entry["meta"]["bounds"] == {}
+    ids, coords = np.array([4, 5, 6]), np.array([[0, 0], [np.nan, 1], [2, np.inf]])
     with pytest.raises(ValueError, match="non-finite.*id 5"):
-        write_projection(ds, "bad", np.array([4, 5]), np.array([[0, 0], [np.nan, 1]]), meta={})
+        write_projection(ds, "bad", ids, coords, meta={}, strict=True)
+    # By default such rows are left off the map and counted.
+    entry = write_projection(ds, "bad", ids, coords, meta={})
+    assert entry["rows"] == 1 and entry["meta"]["unplaced"] == 2
 
 
 def test_same_result_over_1_2_4_partitions(tmp_path, digits):
