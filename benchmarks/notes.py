@@ -20,6 +20,11 @@ GOALS = {
     "curate.ood_recall_at_n": ">= 0.8",
     "serve.p95_frame_seconds": "<= 2 s at 25 sessions",
     "serve.memory_per_session_mb": "<= 50 MB",
+    "clusters.seconds": "<= 60 s at 10M",
+    "clusters.label_ms": "<= 5 ms",
+    "clusters.contours_ms": "<= 20 ms",
+    "imagemap.frame_seconds": "warm <= 0.25 s at 50M",
+    "imagemap.bytes_per_frame": "<= 500 KB",
 }
 
 NOTES = """
@@ -138,6 +143,37 @@ NOTES = """
   and 5% of natural nearest pairs are as close, so the default threshold (0.1x the median)
   finds only the exact copies; the thumbnail pixel check finds every copy, plus one natural
   pair of nearly identical "1"s (the precision below 1).
+
+- `clusters.seconds` (issue 12, `benchmarks/bench_clusters.py`, `.venv/bin/python
+  benchmarks/run.py --only clusters`): the whole `embviz cluster` step with `force=True` on an
+  `embviz synth` 2D map of 1M and 10M points (40 Gaussian clusters, 10 labels, 5% label
+  noise): read the projection and labels, faiss k-means of the finest level (128 centroids
+  fitted on 32,768 sampled points, every point assigned), weighted Ward merging into 32 and 8,
+  per-cluster medoids, majority labels and typical samples (on the map: synth has no
+  embedding), write. `clusters.purity_median`: median purity of the finest level against the
+  synthetic labels. `clusters.label_ms`: `embviz.clusters.cluster_labels` for a 900x640 view
+  (level by zoom, greedy no-overlap placement), `clusters.contours_ms`:
+  `embviz.render.contours.density_contours` on that view's count grid; both the median of 20
+  calls, at full view and zoomed to 1% of the points (around the densest chunk).
+
+- `imagemap.*` (issue 12, `benchmarks/bench_imagemap.py`, `.venv/bin/python benchmarks/run.py
+  --only imagemap`): the image map (one representative thumbnail per 64-px cell composed into a
+  WebP frame) of the `raster` suite's synthetic 2D maps, 900x640, coloured by label. Synth has
+  no outlier score, so representatives are the points nearest each cell's density peak.
+  Thumbnails are synthetic: every sample is its own cache entry whose bytes are one of 256
+  64-px WebP sprites, so each is read and decoded as a photo would be. A frame is
+  `MapView.compute` in `images` mode: pick the representatives (one Numba pass over the rows,
+  a second over the few chunks at the density peaks), fetch and decode the thumbnails through
+  the process's LRU cache, compose, encode, and the cells' tooltip columns (id, thumbnail URL,
+  every column as text). `imagemap.frame_seconds` at the full view: `first frame` (the store's
+  first image frame in the process: per-chunk category counts computed, columns paged in),
+  `cold` (the same view again with an empty thumbnail cache) and `warm` (again, every
+  thumbnail cached; median of 3). The walk, from an empty cache: the full view, six wheel
+  zooms of 0.7x towards the densest chunk, four pans right by a quarter of the view, four
+  back, six zooms out (21 frames); `imagemap.cache_hit_rate`: hits over lookups over the walk;
+  `imagemap.walk_frame_seconds`: the median frame; `imagemap.bytes_per_frame`: the largest
+  JSON a frame of the walk sends (data URI and cell columns), and the full view at 24-px cells
+  (the slider's smallest, the most images).
 
 Reproduce: `make bench` (all), or `.venv/bin/python benchmarks/run.py --only embed`.
 """

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 
 __all__ = [
+    "ClusterConfig",
     "EmbedConfig",
     "IndexConfig",
     "Recipe",
@@ -124,9 +125,20 @@ class ScoreConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Named clusters on the 2D maps; keys are the options of ``embviz cluster``."""
+
+    projection: str | None = None  #: default every 2D projection
+    levels: int = 3  #: 8, 32, 128 ... clusters, coarse to fine
+    sizes: list[int] | None = None  #: clusters per level instead
+    prompts: str | None = None  #: a text file of names to choose from (CLIP-like models)
+    seed: int = 0
+
+
+@dataclass
 class Recipe:
     """A pipeline recipe for ``embviz build``: ingest, each embed, each reduce, each index,
-    predict, score."""
+    predict, score, cluster."""
 
     dataset: str
     source: SourceConfig
@@ -137,6 +149,7 @@ class Recipe:
     index: list[IndexConfig] = field(default_factory=list)
     predict: PredictConfig | None = None
     score: ScoreConfig | None = None
+    cluster: ClusterConfig | None = None
 
 
 @dataclass

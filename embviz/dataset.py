@@ -14,6 +14,7 @@ from typing import Any
 from .errors import DatasetError
 from .manifest import (
     MANIFEST_NAME,
+    NAMED_KINDS,
     TABLE_KINDS,
     new_manifest,
     read_manifest,
@@ -267,11 +268,10 @@ class TableWriter:
         fingerprint: dict[str, Any] | None = None,
         dataset: Dataset | None = None,
     ):
-        if table_kind(key) not in TABLE_KINDS or (
-            ("/" in key) != (table_kind(key) in ("embeddings", "projections"))
-        ):
+        if table_kind(key) not in TABLE_KINDS or (("/" in key) != (table_kind(key) in NAMED_KINDS)):
             raise DatasetError(
-                f"bad table key {key!r}; expected samples, thumbnails, scores, predictions, embeddings/<name> or projections/<name>"
+                f"bad table key {key!r}; expected samples, thumbnails, scores, predictions, "
+                "embeddings/<name>, projections/<name> or clusters/<projection>"
             )
         self.root = Path(root)
         self.key = key

@@ -14,6 +14,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "NAMED_KINDS",
     "new_manifest",
     "read_manifest",
     "table_kind",
@@ -26,10 +27,21 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 #: Table keys: ``samples``, ``thumbnails``, ``scores`` (per-sample scores keyed by ``id``),
-#: ``predictions`` (a classifier's, keyed by ``id``), ``embeddings/<slug>``, ``projections/<slug>``.
-TABLE_KINDS = ("samples", "thumbnails", "scores", "predictions", "embeddings", "projections")
+#: ``predictions`` (a classifier's, keyed by ``id``), ``embeddings/<slug>``, ``projections/<slug>``,
+#: ``clusters/<projection>`` (a 2D projection's cluster codes per level, ``embviz cluster``).
+TABLE_KINDS = (
+    "samples",
+    "thumbnails",
+    "scores",
+    "predictions",
+    "embeddings",
+    "projections",
+    "clusters",
+)
+#: The kinds whose keys name a table of that kind: ``<kind>/<name>``.
+NAMED_KINDS = ("embeddings", "projections", "clusters")
 _KEY_RE = re.compile(
-    r"^(samples|thumbnails|scores|predictions|(embeddings|projections)/[A-Za-z0-9][A-Za-z0-9_.\-]*)$"
+    r"^(samples|thumbnails|scores|predictions|(embeddings|projections|clusters)/[A-Za-z0-9][A-Za-z0-9_.\-]*)$"
 )
 _TOP_KEYS = {"format", "format_version", "name", "created", "tables", "steps"}
 _TABLE_KEYS = {"dir", "rows", "columns", "partitions", "meta", "written"}
@@ -119,7 +131,8 @@ def _validate_table(tkey: str, entry: Any, where: str) -> None:
     if not _KEY_RE.match(tkey):
         _fail(
             where,
-            f"{at}: bad table key; expected samples, thumbnails, scores, predictions, embeddings/<name> or projections/<name>",
+            f"{at}: bad table key; expected samples, thumbnails, scores, predictions, "
+            "embeddings/<name>, projections/<name> or clusters/<projection>",
         )
     if not isinstance(entry, dict):
         _fail(where, f"{at} must be an object")

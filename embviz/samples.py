@@ -46,8 +46,10 @@ def sample_columns(ds) -> dict[str, str]:
 
 
 def samples_version(ds) -> str:
-    """A string that changes whenever the samples or scores table is rewritten (cache keys)."""
+    """A string that changes whenever the samples, a joined or a ``clusters/*`` table is
+    rewritten (cache keys: the map's stores colour by cluster codes too)."""
     parts = [ds.table(key)["dir"] for key in ("samples", *JOINED) if ds.has(key)]
+    parts += [ds.table(f"clusters/{name}")["dir"] for name in ds.keys("clusters")]
     return "|".join(parts)
 
 

@@ -1,4 +1,4 @@
-"""Run a recipe end to end: ingest, each embedding pass, each projection, indexes, scores."""
+"""Run a recipe end to end: ingest, embed, reduce, index, predict, score and cluster steps."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def build(
     Every step is resumable: re-running a build after a crash redoes only what was unfinished
     (embedding partitions already written are kept).
     """
+    from .cluster import cluster
     from .embed import embed
     from .index import index
     from .ingest import ingest
@@ -70,4 +71,6 @@ def build(
         steps.append(predict(out, scheduler=scheduler, progress=progress, **opts))
     if recipe.score is not None:
         steps.append(score(out, progress=progress, **dataclasses.asdict(recipe.score)))
+    if recipe.cluster is not None:  # last: names clusters on the maps, reads the labels
+        steps.append(cluster(out, **dataclasses.asdict(recipe.cluster)))
     return BuildResult(dataset=out, steps=steps, seconds=time.time() - t0)

@@ -284,6 +284,10 @@ def _load(ds, projection: str, dims: int = 2) -> PointStore:
     table = ds.read_arrow(key, columns=["id", *axes])
     ids = table.column("id").to_numpy().astype(np.int64, copy=False)
     categorical, numeric = sample_columns_for(ds, ids)
+    if dims == 2:  # the map's named clusters (embviz cluster) colour it as cluster_l0 ...
+        from embviz.clusters import cluster_columns
+
+        categorical.update(cluster_columns(ds, projection, ids))
     return PointStore.from_arrays(
         *(table.column(a).to_numpy() for a in axes),
         ids=ids,

@@ -12,6 +12,7 @@ from embviz.dataset import Dataset, open_dataset
 from embviz.errors import EmbvizError
 
 from . import sections
+from .clusters import section as clusters_section
 from .data import choose_projection, crosstab, load_samples
 from .html import Markup, join, page, tag
 from .index import publish
@@ -55,7 +56,7 @@ def write_report(
     (UMAP before PaCMAP, t-SNE, PCA) coloured by label and by split, samples per class and
     split, galleries of the top outliers, duplicate groups and label issues when the samples
     (or a ``scores`` table) carry ``outlier_score`` / ``duplicate_group`` /
-    ``label_issue_score``, split drift (density maps per split, and per non-train split the
+    ``label_issue_score``, the map's named clusters (``embviz cluster``), split drift (density maps per split, and per non-train split the
     ROC AUC of a kNN classifier telling it from train on the map), and the manifest.
 
     Parameters
@@ -99,6 +100,12 @@ def write_report(
     maps, pngs = sections.overview(ds, projection, store, renderer, width, height, notes)
     parts.append(("maps", "Overview maps", maps))
     timings["maps"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    clusters = clusters_section(ds, projection, notes)
+    if clusters is not None:  # only when 'embviz cluster' ran: names, sizes, typical images
+        parts.append(("clusters", "Clusters", clusters))
+        timings["clusters"] = time.perf_counter() - tick
 
     table = sections.counts_table(labels, splits, counts)
     summary = tag("p", f"{samples.n:,} samples.", class_="meta")
