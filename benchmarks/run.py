@@ -34,6 +34,8 @@ SUITES = (
     "labels",
     "insight",
     "serve",
+    "clusters",
+    "imagemap",
 )
 
 

@@ -43,7 +43,10 @@ class Explorer(pn.viewable.Viewer):
         super().__init__()
         self.session = Session(dataset, **params)
         self.session.attach(_server_doc())
-        self.map_panel = MapPanel(self.session)
+        from .annotations import MapAnnotations
+
+        annotate = MapAnnotations(self.session, lambda: self.map_panel.map)
+        self.map_panel = MapPanel(self.session, annotate=annotate)
         self.samples = SamplePanels(self.session)
         self.filters = FilterPanel(self.session)
         self.search = SearchPanel(self.session)
@@ -158,6 +161,12 @@ class Explorer(pn.viewable.Viewer):
             pn.widgets.IntSlider.from_param(s.param.point_size, label="Point size"),
             pn.widgets.FloatSlider.from_param(s.param.opacity, label="Opacity"),
             pn.widgets.Checkbox.from_param(s.param.dynspread, label="Spread sparse points"),
+            pn.widgets.RadioButtonGroup.from_param(
+                s.param.map_mode, label="Map", css_classes=["embviz-map-mode"]
+            ),
+            pn.widgets.IntSlider.from_param(s.param.cell_px, label="Image cell (px)"),
+            pn.widgets.Checkbox.from_param(s.param.cluster_labels, label="Cluster labels"),
+            pn.widgets.Checkbox.from_param(s.param.contours, label="Density contours"),
             pn.layout.Divider(),
             pn.pane.Markdown("**Filters**"),
             self.filters,

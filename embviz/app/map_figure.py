@@ -1,4 +1,5 @@
-"""The 2D map's Bokeh figure: the frame image, the sprites, the outlined selection, hover points.
+"""The 2D map's Bokeh figure: the frame image, the sprites, the outlined selection, hover points,
+the image map's cells, and the overlays (contours, cluster labels).
 
 :class:`~embviz.app.mapview.MapView` fills its sources; this module only builds them.
 """
@@ -28,6 +29,13 @@ class MapFigure:
     point_src: Any
     color_mapper: Any
     color_bar: Any
+    #: the image map's cells (``cx``, ``cy``, ``cw``, ``ch``) with their representatives'
+    #: hover columns: an image is hovered anywhere in its cell
+    cell_src: Any
+    #: text drawn over the map (``x``, ``y``, ``text``, ``font``: a CSS size)
+    label_src: Any
+    #: lines drawn over the map (``xs``, ``ys``)
+    contour_src: Any
 
 
 def map_figure(extent: View) -> MapFigure:
@@ -115,6 +123,49 @@ def map_figure(extent: View) -> MapFigure:
         hover_line_alpha=0.9,
         hover_line_color="#000000",
     )
+    # The image map's cells: invisible rectangles that outline the hovered image's cell.
+    cell_src = ColumnDataSource(
+        {
+            "cx": [],
+            "cy": [],
+            "cw": [],
+            "ch": [],
+            "x": [],
+            "y": [],
+            "id": [],
+            "thumb": [],
+            "text": [],
+        }
+    )
+    cells = fig.rect(
+        "cx",
+        "cy",
+        width="cw",
+        height="ch",
+        source=cell_src,
+        fill_alpha=0.0,
+        line_alpha=0.0,
+        hover_fill_alpha=0.0,
+        hover_line_alpha=0.9,
+        hover_line_color="#000000",
+        hover_line_width=2,
+    )
+    contour_src = ColumnDataSource({"xs": [], "ys": []})
+    fig.multi_line("xs", "ys", source=contour_src, line_color="#333333", line_alpha=0.6)
+    label_src = ColumnDataSource({"x": [], "y": [], "text": [], "size": [], "font": []})
+    fig.text(
+        "x",
+        "y",
+        text="text",
+        source=label_src,
+        text_font_size="font",
+        text_align="center",
+        text_baseline="middle",
+        text_font_style="bold",
+        text_color="#222222",
+        background_fill_color="#ffffff",
+        background_fill_alpha=0.7,
+    )
     # The server selects from the tools' geometry. Selecting in the browser too, in a source an
     # image_url glyph draws from, would break the page: BokehJS paints a selection with a
     # second ImageURL view that never loaded its images ("reading '10'" on every paint).
@@ -122,7 +173,7 @@ def map_figure(extent: View) -> MapFigure:
     # Fields are HTML-escaped by Bokeh (no {safe}): labels and metadata show as text.
     fig.add_tools(
         HoverTool(
-            renderers=[points, sprite_points],
+            renderers=[points, sprite_points, cells],
             tooltips="""
             <div class="embviz-tip" style="max-width:220px">
               <img src="@thumb" style="max-width:96px;max-height:96px;display:block"/>
@@ -133,4 +184,15 @@ def map_figure(extent: View) -> MapFigure:
     color_mapper = LinearColorMapper(palette="Viridis256", low=0, high=1)
     color_bar = ColorBar(color_mapper=color_mapper, visible=False, width=12)
     fig.add_layout(color_bar, "right")
-    return MapFigure(fig, raster_src, sprite_src, highlight_src, point_src, color_mapper, color_bar)
+    return MapFigure(
+        fig,
+        raster_src,
+        sprite_src,
+        highlight_src,
+        point_src,
+        color_mapper,
+        color_bar,
+        cell_src,
+        label_src,
+        contour_src,
+    )

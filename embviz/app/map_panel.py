@@ -2,8 +2,9 @@
 
 It keeps one :class:`~embviz.app.mapview.MapView` in step with the :class:`Session`: a new
 projection (or a new tag column) builds a new map, colour and style changes re-shade, filters
-re-aggregate, the grid's samples are outlined, and frames, selections and taps go back to the
-session.
+re-aggregate, the map mode (points or images) and cell size redraw, the grid's samples are
+outlined, and frames, selections and taps go back to the session. In images mode the status
+line gives the cells drawn and the thumbnail cache's hit rate, or why images are off.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import panel as pn
 import param
 
 from embviz.render.overlay import IMAGE_BUDGET
+from embviz.render.thumbcache import dataset_thumbs, thumb_cache
 
 from .mapview import MapResult, MapView
 from .session import Session
@@ -21,13 +23,16 @@ from .widgets import Legend
 __all__ = ["MapPanel"]
 
 _STYLE = ["color_by", "point_size", "opacity", "dynspread", "hidden", "difference"]
+#: Session parameters that change what an image map or its overlays draw.
+_MAP = ["map_mode", "cell_px", "cluster_labels", "contours"]
 
 
 class MapPanel(pn.viewable.Viewer):
     """The session's 2D map with tooltips and images once zoomed in.
 
     Tooltips appear once the view holds at most ``hover_limit`` points, images at the points
-    once it holds at most ``sprite_limit``.
+    once it holds at most ``sprite_limit``. ``annotate`` (a
+    :data:`~embviz.app.map_result.Annotate`) adds labels and contours to every frame.
     """
 
     hover_limit = param.Integer(
@@ -37,9 +42,11 @@ class MapPanel(pn.viewable.Viewer):
         default=400, bounds=(0, 3000), doc="Views holding at most this many points draw images."
     )
 
-    def __init__(self, session: Session, **params):
+    def __init__(self, session: Session, *, annotate=None, **params):
         super().__init__(**params)
         self.session = session
+        #: overlays for every frame (:data:`~embviz.app.map_result.Annotate`), or None
+        self.annotate = annotate
         self.legend = Legend(title="")
         self.legend.param.watch(lambda e: setattr(session, "hidden", list(e.new)), "hidden")
         self.pane = pn.pane.Bokeh(sizing_mode="stretch_both", min_height=640)
@@ -48,6 +55,7 @@ class MapPanel(pn.viewable.Viewer):
         self._build()
         session.param.watch(self._build, ["projection", "tags_version"])
         session.param.watch(self._restyle, _STYLE)
+        session.param.watch(self._remap, _MAP)
         session.param.watch(self._filter, ["filters"])
         session.param.watch(self._follow_view, ["view"])
         session.param.watch(self._outline, ["grid_ids"])
@@ -74,7 +82,10 @@ class MapPanel(pn.viewable.Viewer):
             on_frame=self._on_frame,
             on_select=lambda rows: s.show(np.asarray(self.map.store.ids[rows])),
             on_tap=lambda row: row is not None and s.open(int(self.map.store.ids[row])),
+            thumb_source=dataset_thumbs(s.dataset),
+            annotate=self.annotate,
         )
+        self.map.map_mode, self.map.cell_px = s.map_mode, s.cell_px
         self.map.set_style_source(s.style)
         self.map.mask = s.mask_for(store)
         self.map.mask_key = s.filter_key
@@ -104,6 +115,11 @@ class MapPanel(pn.viewable.Viewer):
 
     def _restyle(self, *_events) -> None:
         if self.map is not None:
+            self._refresh()
+
+    def _remap(self, *_events) -> None:
+        if self.map is not None:
+            self.map.map_mode, self.map.cell_px = self.session.map_mode, self.session.cell_px
             self._refresh()
 
     def _filter(self, *_events) -> None:
@@ -173,7 +189,15 @@ class MapPanel(pn.viewable.Viewer):
             self.legend.visible = False
         shown = sum(len(p["id"]) for p in (result.points, result.sprites) if p)
         extra = f" · {shown:,} with tooltips" if shown else ""
-        extra += f" · {result.images:,} images" if result.images else ""
+        if result.cells is not None:
+            cache = thumb_cache()
+            extra += (
+                f" · {len(result.cells['id']):,} cells, {result.images:,} images"
+                f" · thumbnail cache {100 * cache.hit_rate:.0f}% hits"
+            )
+        else:
+            extra += f" · {result.images:,} images" if result.images else ""
+        extra += f" · {result.notice}" if result.notice else ""
         status = (
             f"{f.points:,} of {self.map.store.n:,} points in view{extra} · "
             f"frame {1000 * result.seconds:.0f} ms · {result.bytes / 1000:.0f} KB"

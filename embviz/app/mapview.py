@@ -3,19 +3,22 @@
 The browser never receives the points of a full view, only one PNG frame per view change.
 Once the view holds at most ``hover_limit`` points they are sent too (for tooltips with the
 thumbnail), and at most ``sprite_limit`` are drawn as their images, sized in data units so they
-grow as the user zooms in. Renders run on a bounded process-wide thread pool; a session keeps at
-most one render in flight and coalesces the view changes that arrive meanwhile.
+grow as the user zooms in. In ``images`` map mode a frame is the image map instead
+(:mod:`embviz.render.imagemap`: one representative thumbnail per cell, a WebP frame) whose
+cells are the hover and tap targets, down to ``sprite_limit`` points, where the sprites take
+over. Renders run on a bounded process-wide thread pool; a session keeps at most one render in
+flight and coalesces the view changes that arrive meanwhile.
 """
 
 from __future__ import annotations
 
-import base64
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from embviz.render.imagemap import ImageFrame, ImageMapper, cell_columns
 from embviz.render.overlay import (
     HOVER_LIMIT,
     SPRITE_LIMIT,
@@ -24,45 +27,19 @@ from embviz.render.overlay import (
     payload_bytes,
     sprites,
 )
-from embviz.render.raster import Frame, Renderer, Style, category_colors, palette
+from embviz.render.raster import Renderer, Style, category_colors, palette
 from embviz.render.store import PointStore, View
+from embviz.render.thumbcache import ThumbSource
 
+from .map_result import NO_THUMBNAILS, Annotate, MapRequest, MapResult
 from .work import Coalescer
 
 __all__ = ["MapRequest", "MapResult", "MapView"]
 
+log = logging.getLogger(__name__)
+
 #: Most selected points outlined on the map per frame (an even subsample beyond).
 HIGHLIGHT_LIMIT = 5000
-
-
-@dataclass(frozen=True)
-class MapRequest:
-    """Everything one frame depends on."""
-
-    view: View
-    width: int
-    height: int
-    mode: str
-    color_by: str | None
-    style: Style
-    mask_key: object = None
-
-
-@dataclass
-class MapResult:
-    """A rendered frame plus the points (and sprites) to overlay, ready for the browser."""
-
-    request: MapRequest
-    frame: Frame
-    points: dict[str, list] | None = None
-    sprites: dict[str, list] | None = None
-    seconds: float = 0.0
-    highlight: dict[str, list] | None = None
-    extra: dict = field(default_factory=dict)
-    #: images sent with the frame (sprites and tooltip images)
-    images: int = 0
-    #: about how many bytes the frame sends: PNG (as a data URI), points, inline images
-    bytes: int = 0
 
 
 class MapView:
@@ -71,6 +48,10 @@ class MapView:
     ``thumbs(sample_ids) -> list[str]`` gives tooltip and sprite image sources (URLs, or data
     URIs when ``image_budget`` is set: then a frame with its images stays under that many
     bytes); ``describe(rows)`` returns extra tooltip columns (name -> list of str).
+    ``thumb_source`` gives the image map its thumbnails (None: ``images`` mode draws points);
+    ``annotate`` (see :data:`Annotate`) returns labels and contours drawn over each frame; it
+    runs in the render pool after the frame. :attr:`map_mode` and :attr:`cell_px` choose the
+    image map.
     """
 
     def __init__(
@@ -88,9 +69,17 @@ class MapView:
         on_tap: Callable[[int | None], None] | None = None,
         width: int = 900,
         height: int = 640,
+        thumb_source: ThumbSource | None = None,
+        annotate: Annotate | None = None,
     ):
         self.store = store
         self.renderer = Renderer(store)
+        self.thumb_source = thumb_source
+        self.images = ImageMapper(store, thumb_source) if thumb_source is not None else None
+        self.annotate = annotate
+        #: "points" or "images"; :attr:`cell_px`: the image map's cell side in pixels
+        self.map_mode = "points"
+        self.cell_px = 64
         self.thumbs = thumbs
         self.image_budget = image_budget
         self.describe = describe
@@ -120,6 +109,8 @@ class MapView:
         new column, e.g. live tags): the page keeps its models, nothing is rebuilt there."""
         self.store = store
         self.renderer = Renderer(store)
+        if self.thumb_source is not None:
+            self.images = ImageMapper(store, self.thumb_source)
 
     @property
     def doc(self):
@@ -140,6 +131,7 @@ class MapView:
         m = map_figure(self.store.extent)
         self.raster_src, self.sprite_src = m.raster_src, m.sprite_src
         self.highlight_src, self.point_src = m.highlight_src, m.point_src
+        self.cell_src, self.label_src, self.contour_src = m.cell_src, m.label_src, m.contour_src
         self.color_mapper, self.color_bar = m.color_mapper, m.color_bar
         m.figure.on_event(RangesUpdate, self._on_ranges)
         m.figure.on_event(SelectionGeometry, self._on_selection)
@@ -166,7 +158,10 @@ class MapView:
         """The request for ``view`` (default: the current one) with the current style."""
         mode, color_by, style = self._style_fn()
         w, h = self._size()
-        return MapRequest(view or self.view, w, h, mode, color_by, style, self.mask_key)
+        view = view or self.view
+        return MapRequest(
+            view, w, h, mode, color_by, style, self.mask_key, self.map_mode, int(self.cell_px)
+        )
 
     def refresh(self, view: View | None = None, *, wait: bool = False) -> MapResult | None:
         """Render the current view again (after a style, colour or filter change).
@@ -181,8 +176,35 @@ class MapView:
 
     # -- the work ----------------------------------------------------------------------------
     def compute(self, req: MapRequest) -> MapResult:
-        """Render ``req``: the frame, plus points/sprites when the view holds few enough."""
+        """Render ``req``: the frame (the image map in ``images`` mode, above ``sprite_limit``
+        points), plus points/sprites when the view holds few enough, then the overlays."""
         t0 = time.perf_counter()
+        result = self._image_map(req) if req.map_mode == "images" else None
+        if result is None:
+            result = self._points_map(req)
+        if req.map_mode == "images" and self.images is None:
+            result.notice = NO_THUMBNAILS
+        hl = self.highlight_rows
+        if hl is not None and len(hl):
+            inside = hl[req.view.contains(self.store.x[hl], self.store.y[hl])]
+            if len(inside) > HIGHLIGHT_LIMIT:
+                inside = inside[:: len(inside) // HIGHLIGHT_LIMIT + 1]
+            result.highlight = {
+                "x": self.store.x[inside].astype(float).tolist(),
+                "y": self.store.y[inside].astype(float).tolist(),
+            }
+        if self.annotate is not None:
+            try:
+                result.labels, result.contours = self.annotate(
+                    req.view, req.width, req.height, result.frame
+                )
+            except Exception:  # overlays are extras: the frame is shown without them
+                log.exception("map overlays failed for %s", req.view)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _points_map(self, req: MapRequest) -> MapResult:
+        """The frame of points, plus points/sprites when the view holds few enough."""
         frame = self.renderer.render(
             req.view,
             req.width,
@@ -198,31 +220,48 @@ class MapView:
         if frame.points <= self.hover_limit:
             rows = self._drop_hidden(self.store.rows_in(req.view, self.mask), req)
             rows = rows[: self.hover_limit]
-            points = hover_points(self.store, rows, describe=self.describe)
-            if self.thumbs:
-                budget = None  # images by URL: the browser fetches (and caches) them
-                if self.image_budget is not None:  # inline: what the rest leaves for images
-                    budget = max(0, self.image_budget - result.bytes - payload_bytes(points))
-                ids = self.store.ids[rows]
-                points["thumb"] = fit_images(ids, self.thumbs(ids), budget)
-            result.images = sum(1 for t in points["thumb"] if t)
-            result.bytes += payload_bytes(points, images=self.image_budget is not None)
+            points = self._hover(rows, result)
             if len(rows) <= self.sprite_limit and self.thumbs:
                 result.sprites, points = sprites(
                     points, req.view, req.width, req.height, sprite_px=self.sprite_px
                 )
             result.points = points
-        hl = self.highlight_rows
-        if hl is not None and len(hl):
-            inside = hl[req.view.contains(self.store.x[hl], self.store.y[hl])]
-            if len(inside) > HIGHLIGHT_LIMIT:
-                inside = inside[:: len(inside) // HIGHLIGHT_LIMIT + 1]
-            result.highlight = {
-                "x": self.store.x[inside].astype(float).tolist(),
-                "y": self.store.y[inside].astype(float).tolist(),
-            }
-        result.seconds = time.perf_counter() - t0
         return result
+
+    def _image_map(self, req: MapRequest) -> MapResult | None:
+        """The image map of ``req``; None where it does not apply (no thumbnails, or a view of
+        at most ``sprite_limit`` points: each of them is drawn as its own image instead)."""
+        if self.images is None:
+            return None
+        opts = {"mode": req.mode, "color_by": req.color_by, "style": req.style}
+        args = (req.view, req.width, req.height)
+        picks = self.images.pick(*args, cell_px=req.cell_px, mask=self.mask, **opts)
+        if self.thumbs and picks.in_view <= self.sprite_limit:
+            return None
+        frame = self.images.draw(picks, *args, **opts)
+        result = MapResult(req, frame)
+        result.bytes = len(result.url)
+        cells = picks.cells
+        points = self._hover(picks.rows[cells], result)
+        result.images = len(cells) - frame.empty  # drawn in the frame, not the tooltips'
+
+        result.bytes += 32 * len(cells)  # the cells' centres and sizes
+        result.cells = {**points, **cell_columns(picks, cells)}
+        return result
+
+    def _hover(self, rows: np.ndarray, result: MapResult) -> dict[str, list]:
+        """Tooltip columns of ``rows`` with their images (inline ones within what the frame's
+        budget leaves); adds their bytes to ``result.bytes``."""
+        points = hover_points(self.store, rows, describe=self.describe)
+        if self.thumbs:
+            budget = None  # images by URL: the browser fetches (and caches) them
+            if self.image_budget is not None:  # inline: what the rest leaves for images
+                budget = max(0, self.image_budget - result.bytes - payload_bytes(points))
+            ids = self.store.ids[rows]
+            points["thumb"] = fit_images(ids, self.thumbs(ids), budget)
+        result.images = sum(1 for t in points["thumb"] if t)
+        result.bytes += payload_bytes(points, images=self.image_budget is not None)
+        return points
 
     def _drop_hidden(self, rows: np.ndarray, req: MapRequest | None = None) -> np.ndarray:
         """``rows`` without those of hidden legend entries (work in proportion to ``rows``)."""
@@ -238,18 +277,23 @@ class MapView:
         which drops a result older than the one on screen)."""
         f = result.frame
         v = f.view
-        url = "data:image/png;base64," + base64.b64encode(f.png).decode("ascii")
         self.raster_src.data = {
-            "url": [url],
+            "url": [result.url],
             "x": [v.x0],
             "y": [v.y0],
             "w": [v.x1 - v.x0],
             "h": [v.y1 - v.y0],
         }
+        labels = result.labels
+        if labels:  # Bokeh sizes text by a CSS length
+            labels = {**labels, "font": [f"{float(s):g}px" for s in labels["size"]]}
         for src, data in (
             (self.point_src, result.points),
             (self.sprite_src, result.sprites),
             (self.highlight_src, result.highlight),
+            (self.cell_src, result.cells),
+            (self.label_src, labels),
+            (self.contour_src, result.contours),
         ):
             # An empty source stays as it is: re-emptying it costs a websocket message each.
             if data or any(len(v) for v in src.data.values()):
@@ -307,7 +351,18 @@ class MapView:
     def _on_tap(self, event) -> None:
         if self.on_tap is None or event.x is None:
             return
-        self.on_tap(self.nearest(event.x, event.y))
+        row = self.image_at(event.x, event.y)
+        self.on_tap(row if row is not None else self.nearest(event.x, event.y))
+
+    def image_at(self, x: float, y: float) -> int | None:
+        """The store row whose image the last frame drew in the cell holding ``(x, y)``, or
+        None (no image map shown, or an empty cell there)."""
+        frame = self.last.frame if self.last is not None else None
+        if not isinstance(frame, ImageFrame) or frame.picks is None or self.last.cells is None:
+            return None
+        k = int(frame.picks.grid.cell_of(np.array([x]), np.array([y]))[0])
+        row = int(frame.picks.rows[k]) if k >= 0 else -1
+        return row if row >= 0 else None
 
     def nearest(self, x: float, y: float, px: float = 8.0) -> int | None:
         """The visible store row nearest to ``(x, y)`` within ``px`` screen pixels, or None.

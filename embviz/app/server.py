@@ -16,7 +16,8 @@ __all__ = [
 ]
 
 #: Explorer parameters mirrored in the page URL (parameter -> query key), so a link reproduces
-#: the view: projection, colouring, style, hidden classes, filters, zoom and the open sample.
+#: the view: projection, colouring, style, hidden classes, filters, zoom, the open sample and
+#: the map mode (points or images, with the image cell size).
 URL_STATE = {
     "projection": "projection",
     "color_by": "color",
@@ -28,6 +29,8 @@ URL_STATE = {
     "detail": "sample",
     "dims": "dims",
     "projection3d": "projection3d",
+    "map_mode": "mode",
+    "cell_px": "cell",
 }
 
 
