@@ -465,3 +465,27 @@ def test_non_finite_coordinates_are_kept_off_the_map_and_counted(tmp_path, capsy
     argv = ["-q", "ingest", str(path), "--out", str(tmp_path / "strict"), "--coords", "x,y"]
     assert main([*argv, "--strict"]) != 0
     assert re.search(r"vecs\.parquet: row 7: coordinates .* non-finite", capsys.readouterr().err)
+
+
+def test_the_explorer_counts_and_lists_the_samples_off_the_map(tmp_path):
+    from embviz.app.explorer import Explorer
+
+    rng = np.random.default_rng(4)
+    xy = rng.normal(size=(30, 2))
+    xy[[3, 9, 21], 0] = np.nan
+    table = pa.table(
+        {
+            "id": np.arange(30),
+            "vector": pa.array(list(rng.normal(size=(30, 4))), pa.list_(pa.float64())),
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "label": [f"c{i % 3}" for i in range(30)],
+        }
+    )
+    pq.write_table(table, tmp_path / "v.parquet")
+    _ingest(tmp_path / "ds", tmp_path / "v.parquet", coord_columns=["x", "y"])
+    ex = Explorer(tmp_path / "ds")
+    assert ex.map.last.frame.points == 27 and ex.unplaced == 3
+    ex.list_unplaced()
+    assert ex.session.shown_ids.tolist() == [3, 9, 21]
+    assert ex.selected.id.tolist() == [3, 9, 21]  # listed rows read like any selection (export)

@@ -71,6 +71,11 @@ class Explorer(pn.viewable.Viewer):
             label="Select the points in view", visible=False, css_classes=["embviz-select-view"]
         )
         self._select_view.on_click(lambda _: self.cloud_panel.select_in_view())
+        # Samples the map leaves out (non-finite coordinates, no vector): counted, listable.
+        self._unplaced = pn.widgets.Button(label="", visible=False, css_classes=["embviz-unplaced"])
+        self._unplaced.on_click(lambda _: self.list_unplaced())
+        self.session.param.watch(self._count_unplaced, "projection")
+        self._count_unplaced()
         self._view_area = pn.Column(self.map_panel, sizing_mode="stretch_both", min_height=640)
         self.session.param.watch(self._show_dims, ["dims", "projection3d", "budget3d"])
         self._show_dims()
@@ -126,6 +131,28 @@ class Explorer(pn.viewable.Viewer):
     def select(self, ids) -> None:
         """Select samples by id from Python: they fill the grid and are outlined on the map."""
         self.session.select(ids)
+
+    # -- samples not on the map ----------------------------------------------------------------
+    @property
+    def unplaced(self) -> int:
+        """How many samples the current map leaves out (non-finite coordinates)."""
+        ds = self.session.dataset
+        key = f"projections/{self.session.projection}"
+        return int(ds.meta(key).get("unplaced", 0)) if ds.has(key) else 0
+
+    def _count_unplaced(self, *_events) -> None:
+        n = self.unplaced
+        self._unplaced.param.update(
+            label=f"{n:,} samples have no coordinates here: list them", visible=n > 0
+        )
+
+    def list_unplaced(self) -> None:
+        """List in the grid the samples the current map leaves out (their coordinates were not
+        finite, or they have no vector in its embedding), to look at, tag or export."""
+        from embviz.projections import unplaced_ids
+
+        ids = unplaced_ids(self.session.dataset, self.session.projection)
+        self.session.show(ids, title="Not on this map", noun="samples without coordinates")
 
     # -- 2D / 3D --------------------------------------------------------------------------------
     def _show_dims(self, *_events) -> None:
@@ -210,7 +237,7 @@ class Explorer(pn.viewable.Viewer):
         beside the detail panel."""
         return pn.Column(
             self._view_area,
-            pn.Row(self._status, self._select_view, sizing_mode="stretch_width"),
+            pn.Row(self._status, self._select_view, self._unplaced, sizing_mode="stretch_width"),
             self.samples,
             sizing_mode="stretch_both",
         )
