@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DatasetError
+from .errors import DatasetError, DiskFullError
 from .manifest import (
     MANIFEST_NAME,
     NAMED_KINDS,
@@ -317,18 +317,21 @@ class TableWriter:
     ) -> int:
         """Write partition ``index`` atomically; return its row count."""
         path = self.staging / self.part_name(index)
-        write_parquet_atomic(table, path, row_group_size=row_group_size)
-        if id_range is None and "id" in table.column_names and table.num_rows:
-            import pyarrow.compute as pc
+        try:  # name the table: the path alone is a staging file
+            write_parquet_atomic(table, path, row_group_size=row_group_size)
+            if id_range is None and "id" in table.column_names and table.num_rows:
+                import pyarrow.compute as pc
 
-            mm = pc.min_max(table.column("id")).as_py()
-            id_range = (int(mm["min"]), int(mm["max"]))
-        info: dict[str, Any] = {"file": path.name, "rows": table.num_rows}
-        if id_range is not None:
-            info["id_range"] = [int(id_range[0]), int(id_range[1])]
-        if bounds is not None:
-            info["bounds"] = {k: [float(v[0]), float(v[1])] for k, v in bounds.items()}
-        atomic_write_json(str(path) + ".json", info)
+                mm = pc.min_max(table.column("id")).as_py()
+                id_range = (int(mm["min"]), int(mm["max"]))
+            info: dict[str, Any] = {"file": path.name, "rows": table.num_rows}
+            if id_range is not None:
+                info["id_range"] = [int(id_range[0]), int(id_range[1])]
+            if bounds is not None:
+                info["bounds"] = {k: [float(v[0]), float(v[1])] for k, v in bounds.items()}
+            atomic_write_json(str(path) + ".json", info)
+        except DiskFullError as exc:
+            raise DiskFullError(exc.path, exc.reason, f"table {self.key!r}") from exc
         return table.num_rows
 
     def staged_parts(self) -> list[dict[str, Any]]:
@@ -347,8 +350,6 @@ class TableWriter:
         final = (
             self._parent / f"{self._name}--{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         )
-        for sidecar in self.staging.glob("*.json"):
-            sidecar.unlink()
         self.staging.rename(final)
         entry = {
             "dir": str(final.relative_to(self.root)),
@@ -366,7 +367,15 @@ class TableWriter:
                 old.append(prev["dir"])
             m["tables"][self.key] = entry
 
-        (self._dataset or Dataset(self.root, {})).update_manifest(change)
+        try:
+            (self._dataset or Dataset(self.root, {})).update_manifest(change)
+        except Exception:
+            # The manifest was not replaced (its write is atomic): un-publish, keeping the
+            # sidecars so a re-run with the same fingerprint resumes from the staged parts.
+            final.rename(self.staging)
+            raise
+        for sidecar in final.glob("*.json"):  # only the staging steps read them
+            sidecar.unlink()
         for rel in old:
             if rel != entry["dir"]:
                 shutil.rmtree(self.root / rel, ignore_errors=True)

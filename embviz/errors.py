@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DatasetError", "EmbvizError", "ExportError", "ModelError", "TagError"]
+__all__ = [
+    "ConfigError",
+    "DatasetError",
+    "DiskFullError",
+    "EmbvizError",
+    "ExportError",
+    "ModelError",
+    "TagError",
+]
 
 
 class EmbvizError(Exception):
@@ -27,3 +35,22 @@ class TagError(EmbvizError, ValueError):
 
 class ExportError(EmbvizError, ValueError):
     """An export was asked for in an unknown format, or for samples the dataset lacks."""
+
+
+class DiskFullError(EmbvizError):
+    """The disk filled up, or a quota or file-size limit was hit, while embviz wrote ``path``.
+
+    Writes are atomic, so the file (or table) being written was not published: the last good
+    version stays. ``reason`` says which limit; ``what`` names what was being written.
+    """
+
+    def __init__(self, path: str, reason: str, what: str = "this file"):
+        super().__init__(path, reason, what)  # all in args, so it pickles back from Dask workers
+        self.path, self.reason, self.what = str(path), reason, what
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: cannot write {self.what}: {self.reason}; nothing half-written was "
+            "kept and the last good version is unchanged: free some space (or raise the limit) "
+            "and run it again"
+        )

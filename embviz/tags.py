@@ -29,6 +29,7 @@ writer racing a compaction.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -39,7 +40,7 @@ import numpy as np
 
 from ._tagfiles import TagFiles, TagState
 from .dataset import Dataset
-from .errors import TagError
+from .errors import DiskFullError, TagError
 from .manifest import read_manifest
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ MAX_VALUE_CHARS = 500
 #: Longest user name, in characters.
 MAX_USER_CHARS = 100
 
+log = logging.getLogger(__name__)
 _CUSTOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
 _VALUE_WHAT = {"relabel": "the new label", "note": "the note's text"}
 
@@ -214,7 +216,10 @@ class TagStore:
             return 0
         self._files.append(ids, tag, value, op, user)
         if self._files.waiting() > self.compact_after:
-            self._files.compact(min_events=self.compact_after + 1)
+            try:
+                self._files.compact(min_events=self.compact_after + 1)
+            except DiskFullError as exc:  # the tags are saved: compaction can wait for space
+                log.warning("tags saved; compacting them waits for free space: %s", exc)
         return len(ids)
 
     def _check_known(self, ids: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from embviz.errors import EmbvizError
+from embviz.storage import disk_full
 
 from . import cli_cluster, cli_data, cli_serve
 from .cli_data import print_result
@@ -385,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
-        return _run(args)
+        with disk_full(None):  # also a full disk met outside embviz.storage's atomic writes
+            return _run(args)
     except EmbvizError as exc:
         print(f"embviz {args.command}: error: {exc}", file=sys.stderr)
         return 2
