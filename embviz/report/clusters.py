@@ -81,7 +81,9 @@ def section(ds, projection: str | None, notes: list[str]) -> Markup | None:
             else tag("div", "no thumbnail", class_="none")
         )
         caption = tag("figcaption", str(r.name), void("br"), f"{r.size:,} points ({share:.0%})")
-        figures.append(tag("figure", pic, caption, data_cluster=int(r.cluster)))
+        figures.append(
+            tag("figure", pic, caption, data_cluster=int(r.cluster), data_id=int(r.typical_id))
+        )
         cells = [r.cluster, r.name, f"{r.size:,}", f"{share:.1%}", r.label or "", purity]
         cells += [f"{r.typical_id}"]
         rows.append(tag("tr", join(tag("td", c) for c in cells), data_cluster=int(r.cluster)))
