@@ -14,6 +14,27 @@ pytestmark = pytest.mark.browser
 CELL = re.compile(r"^Label (\S+), predicted (\S+)$")
 
 
+def first_bar(canvas) -> tuple[float, float]:
+    """Page coordinates inside the leftmost bar of a bar chart (its pixels found by colour:
+    the bars are blue #8aa4c8, or red #d62728 for the sample's own label)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    box = canvas.bounding_box()
+    rgb = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
+    colours = np.array([[0x8A, 0xA4, 0xC8], [0xD6, 0x27, 0x28]])
+    hit = (np.abs(rgb[:, :, None, :] - colours[None, None]).sum(axis=3) < 40).any(axis=2)
+    ys, xs = np.nonzero(hit)
+    assert len(xs), "no bar drawn"
+    left = xs == xs.min()
+    sx, sy = box["width"] / rgb.shape[1], box["height"] / rgb.shape[0]
+    col = xs.min() + 3  # a few pixels into the bar
+    rows = ys[left]
+    return box["x"] + col * sx, box["y"] + float(np.median(rows)) * sy
+
+
 def test_confusion_cell_fills_the_grid_and_the_detail_shows_top_k(
     browser, demo_server, demo_dataset, artifacts
 ):
@@ -61,8 +82,8 @@ def test_confusion_cell_fills_the_grid_and_the_detail_shows_top_k(
     # A click on the first (most probable) bar explains that class: a Grad-CAM map of the
     # probe's decision, computed in the background, lies over the image with its method,
     # layer and class named.
-    box = bars.bounding_box()
-    page.mouse.click(box["x"] + 40 + (box["width"] - 50) * 0.05, box["y"] + box["height"] * 0.7)
+    x, y = first_bar(bars)
+    page.mouse.click(x, y)
     caption = page.get_by_text(re.compile(r"^gradcam · layer \S+ · class \S+ \(p = [\d.]+\)"))
     caption.first.wait_for(timeout=180_000)
     heat = page.locator("img.embviz-overlay").first
