@@ -117,6 +117,8 @@ class Person:
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.view: View | None = None
+        #: the page's document as the server sent it (JSON), once :meth:`open` has run
+        self.document: dict | None = None
         self._ws = None
         self._reader: asyncio.Task | None = None
         self._waiting: tuple[float, asyncio.Future] | None = None
@@ -189,8 +191,9 @@ class Person:
                 fut.set_result(time.perf_counter())
 
     # -- what a person does -----------------------------------------------------------------
-    async def open(self) -> float:
-        """Connect and load the page's document; seconds until its first frame arrived."""
+    async def open(self, *, first_frame: float | None = None) -> float:
+        """Connect and load the page's document; seconds until its first frame arrived
+        (waited for at most ``first_frame`` seconds, default :attr:`timeout`)."""
         from urllib.parse import urlencode
 
         from bokeh.protocol import Protocol
@@ -224,7 +227,8 @@ class Person:
             early.append(reply)
         if reply is None:
             raise ConnectionError(f"{self.url}: the server closed the session before its document")
-        self._figure, self._raster, self.view = _find_map(reply.content["doc"])
+        self.document = reply.content["doc"]
+        self._figure, self._raster, self.view = _find_map(self.document)
         # The first frame is the one the page load renders, whatever its view.
         fut = asyncio.get_running_loop().create_future()
         self._waiting = (None, fut)
@@ -234,7 +238,9 @@ class Person:
         await self._event("document_ready", [])
         # A server that renders no first frame still serves pans and zooms.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+            await asyncio.wait_for(
+                asyncio.shield(fut), self.timeout if first_frame is None else first_frame
+            )
         self._waiting = None
         return time.perf_counter() - t0
 

@@ -112,6 +112,24 @@ def test_rows_in_polygon_equals_barycentric_brute_force(seed):
     assert len(store.rows_in_polygon([0.0, 1.0], [0.0, 1.0])) == 0
 
 
+def test_a_hostile_lasso_is_bounded():
+    """NaN vertices are dropped; 100,000 vertices (a page can send any) are thinned to
+    MAX_LASSO_VERTICES, selecting what the same triangle selects."""
+    from embviz.render.store import MAX_LASSO_VERTICES
+
+    store = make_store(0)
+    tri = np.array([[-10.0, -10.0], [10.0, -10.0], [0.0, 10.0], [-10.0, -10.0]])
+    want = np.sort(store.rows_in_polygon(tri[:3, 0], tri[:3, 1]))
+    t = np.linspace(0, 3, 100_000, endpoint=False)  # the triangle's edges, densely walked
+    i, f = t.astype(int), (t % 1)[:, None]
+    dense = tri[i] * (1 - f) + tri[i + 1] * f
+    assert len(dense) > MAX_LASSO_VERTICES
+    np.testing.assert_array_equal(np.sort(store.rows_in_polygon(dense[:, 0], dense[:, 1])), want)
+    xs = np.insert(tri[:3, 0], 1, np.nan)
+    ys = np.insert(tri[:3, 1], 1, np.inf)
+    np.testing.assert_array_equal(np.sort(store.rows_in_polygon(xs, ys)), want)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_nearest_is_the_true_nearest_within_radius(seed):
     store = make_store(seed)

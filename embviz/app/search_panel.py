@@ -12,7 +12,17 @@ from .notice import Notice
 from .session import Session
 from .widgets.markup import Markup
 
-__all__ = ["SearchPanel"]
+__all__ = ["MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "SearchPanel"]
+
+#: Largest image a page may upload to "similar to an image", in bytes. Bigger uploads are
+#: refused with a message before anything is decoded; the server's websocket refuses any
+#: message over 20 MB (Bokeh's ``--websocket-max-message-size``), whatever this says.
+MAX_UPLOAD_BYTES = 10 * 2**20
+#: Most pixels an uploaded image may have (read from its header, before decoding): a
+#: decompression bomb is refused without allocating its pixels (25 M pixels: ~75 MB as RGB).
+MAX_UPLOAD_PIXELS = 25_000_000
+#: Longest upload file name kept for messages (a page can send any name).
+_NAME_CHARS = 80
 
 
 class SearchPanel(pn.viewable.Viewer):
@@ -30,6 +40,7 @@ class SearchPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.session = session
         self.available = bool(session.dataset.embeddings)
+        self._uploading = False  # an upload is being embedded
         self._notice = Notice("embviz-search-message")
         self._upload = pn.widgets.FileInput(
             accept="image/*", multiple=False, css_classes=["embviz-upload"]
@@ -98,14 +109,41 @@ class SearchPanel(pn.viewable.Viewer):
 
     def search_image(self, data: bytes, name: str | None = None) -> None:
         """Fill the grid with the samples most similar to an image, embedded with the
-        dataset's own model."""
+        dataset's own model.
+
+        An upload over :data:`MAX_UPLOAD_BYTES`, or one arriving while the previous one is
+        still being embedded, is refused with a message; the image is checked (at most
+        :data:`MAX_UPLOAD_PIXELS`, decodable) before the model is asked for.
+        """
+        if len(data) > MAX_UPLOAD_BYTES:
+            self._say(
+                f"The upload is {len(data) / 2**20:.1f} MB; images of at most "
+                f"{MAX_UPLOAD_BYTES // 2**20} MB can be searched.",
+                error=True,
+            )
+            return
+        if self._uploading:  # one upload at a time per page: a burst cannot queue up work
+            self._say("Still embedding the previous image: upload again when it is done.")
+            return
         k = self.k
+        self._uploading = True
         self._say("Embedding the uploaded image…")
-        self.session.in_background(
-            lambda: self._searcher().by_image(data, k, name=name),
-            self._show_result,
-            self._fail,
-        )
+
+        def work():
+            from embviz.images import decode_image
+
+            decode_image(data, name or "upload", max_pixels=MAX_UPLOAD_PIXELS)
+            return self._searcher().by_image(data, k, name=name)
+
+        def done(result) -> None:
+            self._uploading = False
+            self._show_result(result)
+
+        def fail(exc: BaseException) -> None:
+            self._uploading = False
+            self._fail(exc)
+
+        self.session.in_background(work, done, fail)
 
     def search_text(self, text: str | None = None) -> None:
         """Fill the grid with the samples that best match ``text`` (CLIP-like models)."""
@@ -120,8 +158,14 @@ class SearchPanel(pn.viewable.Viewer):
         )
 
     def _on_upload(self, event) -> None:
-        if event.new:
-            self.search_image(bytes(event.new), self._upload.filename or None)
+        if not event.new:
+            return
+        if not isinstance(event.new, bytes):  # a list: only a hostile page sends several
+            self._say("Upload one image at a time.", error=True)
+            return
+        name = self._upload.filename
+        name = name[:_NAME_CHARS] if isinstance(name, str) and name else None
+        self.search_image(event.new, name)
 
     def _say(self, text: str, *, error: bool = False) -> None:
         self._notice.say(text, error=error)

@@ -8,6 +8,7 @@ from pathlib import Path
 __all__ = [
     "URL_STATE",
     "bound_dask",
+    "clean_url_state",
     "dataset_keys",
     "explorer_page",
     "release_memory",
@@ -32,6 +33,94 @@ URL_STATE = {
     "map_mode": "mode",
     "cell_px": "cell",
 }
+
+
+#: Longest value of one URL state key, in characters (a link never needs more).
+MAX_URL_VALUE = 20_000
+
+
+def _shape_ok(key: str, value) -> bool:
+    """Whether a decoded URL state value has the shape its parameter needs (a page can send
+    anything: NaN views, filters that are not lists, hidden entries that are not names)."""
+    import math
+
+    def finite(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if key == "view":
+        return value == [] or (
+            isinstance(value, list)
+            and len(value) == 4
+            and all(map(finite, value))
+            and value[0] < value[1]
+            and value[2] < value[3]
+            and math.isfinite(value[1] - value[0])
+            and math.isfinite(value[3] - value[2])
+        )
+    if key == "filter":
+        return isinstance(value, dict) and all(
+            isinstance(k, str)
+            and isinstance(v, list)
+            and all(isinstance(x, str) or finite(x) for x in v)
+            for k, v in value.items()
+        )
+    if key == "hide":
+        return isinstance(value, list) and all(isinstance(x, str) for x in value)
+    if key == "sample":
+        return finite(value) and value == int(value) and -1 <= value < 2**63
+    if key in ("size", "opacity", "cell"):
+        return finite(value)
+    return isinstance(value, str)
+
+
+def clean_url_state(location, session=None) -> None:
+    """Drop from ``location``'s query string the URL state values that are malformed, over
+    :data:`MAX_URL_VALUE` characters or of the wrong shape, before they reach the session.
+
+    Panel applies a synced query in one update, so one bad value would silently drop the
+    others; values of the right type but the wrong meaning (a NaN view) would reach the map.
+    Dropped keys leave the default in place; the rest of the link still applies. With
+    ``session`` (the :class:`~embviz.app.session.Session` synced), choices and numbers must
+    also be among its parameter's objects and within its bounds.
+    """
+    import json
+    from urllib.parse import urlencode
+
+    query = location.query_params
+    keep = {}
+    for key, raw in query.items():
+        if key not in URL_STATE.values():
+            keep[key] = raw
+            continue
+        text = raw if isinstance(raw, str) else json.dumps(raw)
+        if len(text) > MAX_URL_VALUE:
+            continue
+        try:
+            value = json.loads(text) if key not in _PLAIN_KEYS else text
+        except ValueError:
+            continue
+        if _shape_ok(key, value) and (session is None or _allowed(session, key, value)):
+            keep[key] = text
+    if keep != query:
+        location.search = "?" + urlencode(keep) if keep else ""
+
+
+def _allowed(session, key: str, value) -> bool:
+    """Whether ``value`` is among the objects, or within the bounds, of the session's parameter."""
+    import param
+
+    name = next(p for p, k in URL_STATE.items() if k == key)
+    par = session.param[name]
+    if isinstance(par, param.Selector):
+        return value in (par.objects or [])
+    if isinstance(par, param.Number) and par.bounds and isinstance(value, int | float):
+        lo, hi = par.bounds
+        return (lo is None or value >= lo) and (hi is None or value <= hi)
+    return True
+
+
+#: URL state keys whose values are plain strings (not JSON).
+_PLAIN_KEYS = frozenset({"projection", "color", "dims", "projection3d", "mode"})
 
 
 def dataset_keys(datasets) -> dict[str, Path]:
@@ -126,6 +215,7 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
     if doc is not None and getattr(doc, "session_context", None) is not None:
         doc.on_session_destroyed(release_memory)
     if pn.state.location is not None:
+        clean_url_state(pn.state.location, explorer.session)
         pn.state.location.sync(explorer.session, URL_STATE)
     header = [pn.pane.HTML(links, sizing_mode="stretch_width")] if links else []
     if missing:

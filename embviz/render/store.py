@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Box", "PointStore", "View", "clear_stores", "load_store"]
+__all__ = ["MAX_LASSO_VERTICES", "Box", "PointStore", "View", "clear_stores", "load_store"]
 
 #: Rows per chunk whose bounding box is kept; a zoomed view gathers only the chunks it touches.
 CHUNK_ROWS = 8192
+#: Most lasso vertices tested against the points: a longer polygon (a page can send any) is
+#: simplified to every k-th vertex, so one selection costs at most points x this.
+MAX_LASSO_VERTICES = 10_000
 
 
 @dataclass(frozen=True)
@@ -224,10 +227,21 @@ class PointStore:
     def rows_in_polygon(
         self, xs: np.ndarray, ys: np.ndarray, mask: np.ndarray | None = None
     ) -> np.ndarray:
-        """Row indices of the points inside the polygon with vertices ``(xs, ys)`` (a lasso)."""
+        """Row indices of the points inside the polygon with vertices ``(xs, ys)`` (a lasso).
+
+        Non-finite vertices are dropped; a polygon of more than :data:`MAX_LASSO_VERTICES`
+        vertices is simplified to every k-th vertex (a hand-drawn lasso never needs more).
+        """
         from skimage.measure import points_in_poly
 
-        xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        xs, ys = np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel()
+        n = min(len(xs), len(ys))
+        xs, ys = xs[:n], ys[:n]
+        ok = np.isfinite(xs) & np.isfinite(ys)
+        xs, ys = xs[ok], ys[ok]
+        if len(xs) > MAX_LASSO_VERTICES:
+            k = -(-len(xs) // MAX_LASSO_VERTICES)
+            xs, ys = xs[::k], ys[::k]
         if len(xs) < 3:
             return np.empty(0, dtype=np.int64)
         rows = self.rows_in(View(xs.min(), xs.max(), ys.min(), ys.max()), mask)
