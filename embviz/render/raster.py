@@ -16,16 +16,20 @@ from typing import Literal
 import numpy as np
 
 from .colors import category_colors, difference_rgba, palette, rgb
+from .sources import AggregateSource, default_sources, register_source
 from .store import PointStore, View
 
 __all__ = [
+    "AggregateSource",
     "Frame",
     "Renderer",
     "Style",
     "category_colors",
+    "default_sources",
     "difference_rgba",
     "encode_png",
     "palette",
+    "register_source",
     "rgb",
 ]
 
@@ -135,10 +139,17 @@ GATHER_LIMIT = 0.5
 
 
 class Renderer:
-    """Renders frames of one :class:`PointStore`, caching the last aggregate per data key."""
+    """Renders frames of one :class:`PointStore`, caching the last aggregate per data key.
 
-    def __init__(self, store: PointStore):
+    ``sources`` (default: :func:`default_sources`) are asked first for each new aggregate;
+    the first that answers wins and the rows in this process are not touched.
+    """
+
+    def __init__(self, store: PointStore, *, sources: list[AggregateSource] | None = None):
         self.store = store
+        self.sources = default_sources(store) if sources is None else list(sources)
+        #: which source built the cached aggregate ("local" when none answered)
+        self.answered_by = "local"
         self._agg_key: tuple | None = None
         self._agg = None
         self._agg_points = 0
@@ -192,6 +203,21 @@ class Renderer:
         if key == self._agg_key:
             return self._agg
         self._agg_key = self._agg = None  # not kept alive beside the new one while it is built
+        for source in self.sources:
+            agg = source.aggregate(
+                view,
+                width,
+                height,
+                mode=mode,
+                color_by=color_by,
+                mask=mask,
+                hidden_codes=hide,
+            )
+            if agg is not None:
+                self._agg_key, self._agg = key, agg
+                self.answered_by = type(source).__name__
+                return agg
+        self.answered_by = "local"
         extra = {}
         if mode == "category":
             extra["c"] = s.categorical[color_by][0]
