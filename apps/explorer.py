@@ -1,7 +1,8 @@
 """Entry script: ``panel serve apps/explorer.py --plugins embviz.app.routes --args DATASET ...``.
 
 Options after ``--args``: one or more dataset folders, then ``--reports FILE`` (report schedule
-settings). With several datasets, ``/explorer?dataset=KEY`` picks one (KEY: the folder's name).
+settings) and ``--scheduler ADDRESS`` (a Dask scheduler whose workers aggregate the frames).
+With several datasets, ``/explorer?dataset=KEY`` picks one (KEY: the folder's name).
 Installed as ``embviz/apps/explorer.py``: ``embviz serve`` runs it, and
 ``embviz serve DATASET --print-command`` prints the ``panel serve`` command line for it.
 """
@@ -16,7 +17,12 @@ from embviz.app.server import explorer_page, warm_up
 parser = argparse.ArgumentParser(prog="apps/explorer.py")
 parser.add_argument("dataset", nargs="*", default=["data/demo"], help="dataset directories")
 parser.add_argument("--reports", default=None, help="report schedule settings (YAML)")
+parser.add_argument("--scheduler", default=None, help="Dask scheduler address for the frames")
 args = parser.parse_args(sys.argv[1:])
+if args.scheduler:  # before the warm-up, so its renderers ask the cluster too (once a process)
+    from embviz.render.dask_source import use_scheduler
+
+    use_scheduler(args.scheduler)
 
 
 def _warm(dataset: str) -> bool:

@@ -96,6 +96,22 @@ def _find_map(doc: dict) -> tuple[str, str, View]:
     raise ValueError("the document holds no map figure (no model subscribes to rangesupdate)")
 
 
+def _holds_frame(doc: dict, source_id: str) -> bool:
+    """Whether the map's raster source (id ``source_id``) in a document's JSON holds a frame."""
+    stack: list = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("id") == source_id and isinstance(node.get("attributes"), dict):
+                data = node["attributes"].get("data") or {}
+                entries = dict(data.get("entries", [])) if isinstance(data, dict) else {}
+                return bool(entries.get("url"))
+            stack.extend(node.values())
+    return False
+
+
 class Person:
     """One websocket session of the explorer app at ``url`` (``http://host:port/explorer``).
 
@@ -229,6 +245,10 @@ class Person:
             raise ConnectionError(f"{self.url}: the server closed the session before its document")
         self.document = reply.content["doc"]
         self._figure, self._raster, self.view = _find_map(self.document)
+        if _holds_frame(self.document, self._raster):  # the page came with its first frame
+            self._reader = asyncio.ensure_future(self._listen())
+            await self._event("document_ready", [])
+            return time.perf_counter() - t0
         # The first frame is the one the page load renders, whatever its view.
         fut = asyncio.get_running_loop().create_future()
         self._waiting = (None, fut)

@@ -60,6 +60,14 @@ def add_commands(sub: Any) -> None:
         "server writes dated reports",
     )
     s.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Dask scheduler (tcp://host:8786) whose workers aggregate the maps' frames from "
+        "partitions persisted there; the dataset folder must be readable at the same path on "
+        "every worker",
+    )
+    s.add_argument(
         "--print-command",
         action="store_true",
         help="print the equivalent 'panel serve' command (to add Panel's own options) and exit",
@@ -88,6 +96,7 @@ def panel_serve_args(
     origins: Sequence[str] = (),
     show: bool = False,
     reports: str | Path | None = None,
+    scheduler: str | None = None,
 ) -> list[str]:
     """The ``panel serve`` arguments that serve the shipped explorer app with its image routes.
 
@@ -100,11 +109,15 @@ def panel_serve_args(
         ``localhost``, ``127.0.0.1`` and ``address`` on ``port`` are always allowed.
     show : open a browser tab.
     reports : report settings file whose schedule the server runs.
+    scheduler : Dask scheduler address whose workers aggregate the frames (``--scheduler``).
 
     Returns the argument list after ``panel serve``: the app entry, ``--plugins
-    embviz.app.routes``, the options, then ``--args`` with the datasets (and ``--reports``).
+    embviz.app.routes``, the options, then ``--args`` with the datasets (and ``--reports``,
+    ``--scheduler``).
     Not ``--warm``: Panel runs it before it reads ``--plugins``, so that page would be built
-    as if the routes were missing; the first session starts the warm-up instead.
+    as if the routes were missing; the first session starts the warm-up instead. ``embviz
+    serve`` also gzips responses, which no ``panel serve`` option does (the printed command
+    serves them uncompressed: about 6 MB a first load instead of 1.7).
     """
     from .packaged import explorer_app
 
@@ -121,6 +134,8 @@ def panel_serve_args(
     args += ["--args", *(str(d) for d in datasets)]
     if reports:
         args += ["--reports", str(reports)]
+    if scheduler:
+        args += ["--scheduler", scheduler]
     return args
 
 
@@ -142,11 +157,29 @@ def _check(datasets: Sequence[str], reports: str | None) -> None:
         load_report_settings(reports)  # a bad settings file fails now, naming the key
 
 
+def _serve_command() -> type:
+    """Panel's ``serve`` subcommand whose server also gzips its responses (settings
+    :func:`embviz.compress.server_settings`, which ``panel serve`` has no option for)."""
+    from panel.command.serve import Serve
+
+    from embviz.compress import server_settings
+
+    class EmbvizServe(Serve):
+        """``panel serve`` with the explorer's server settings."""
+
+        def customize_kwargs(self, args, server_kwargs):
+            """Panel's server options plus :func:`~embviz.compress.server_settings`."""
+            return {**super().customize_kwargs(args, server_kwargs), **server_settings()}
+
+    return EmbvizServe
+
+
 def _serve(
     datasets: Sequence[str],
     args: argparse.Namespace,
     *,
     reports: str | None = None,
+    scheduler: str | None = None,
     print_command: bool = False,
 ) -> int:
     """Run Panel's server (in this process) on the shipped app until interrupted, or print the
@@ -159,17 +192,16 @@ def _serve(
         origins=args.origins,
         show=args.show,
         reports=reports,
+        scheduler=scheduler,
     )
     if print_command:
         import shlex
 
         print(shlex.join(["panel", "serve", *argv]))
         return 0
-    from panel.command.serve import Serve
-
     _check(datasets, reports)
     parser = argparse.ArgumentParser(prog="panel serve")
-    command = Serve(parser=parser)  # Panel's own `serve` subcommand, as `panel serve` runs it
+    command = _serve_command()(parser=parser)  # Panel's `serve`, as `panel serve` runs it
     # The command line `panel serve` would see: the routes plugin starts the report schedule
     # from its `--args ... --reports FILE` as the server starts, before anyone visits.
     sys.argv = ["panel", "serve", *argv]
@@ -220,7 +252,13 @@ def run(args: argparse.Namespace, *, progress: bool = True) -> int:
     if args.command == "demo":
         return _demo(args, progress)
     if args.command == "serve":
-        return _serve(args.dataset, args, reports=args.reports, print_command=args.print_command)
+        return _serve(
+            args.dataset,
+            args,
+            reports=args.reports,
+            scheduler=args.scheduler,
+            print_command=args.print_command,
+        )
     if args.command == "loadtest":
         return _loadtest(args)
     raise AssertionError(args.command)  # pragma: no cover - add_commands defines the commands

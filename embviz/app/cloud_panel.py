@@ -3,20 +3,112 @@
 from __future__ import annotations
 
 import html
+import re
 
 import panel as pn
+import param
+from panel.custom import JSComponent
 
 from .session import Session
 from .widgets.markup import Markup
 
-__all__ = ["CloudPanel"]
+__all__ = ["CloudPanel", "DeckLoader", "deck_scripts"]
+
+#: Panel's DeckGL scripts left out: the base-map libraries (mapbox-gl, maplibre-gl), 2.3 MB of
+#: its 4.8 MB. An embedding has no base map: the cloud sets no map style and an OrbitView, and
+#: deck.gl draws without a map library when none is on the page.
+_BASE_MAPS = re.compile(r"/(mapbox-gl|maplibre-gl)")
+
+
+def deck_scripts() -> list[str]:
+    """The deck.gl scripts the 3D view needs, as URLs on this Panel server relative to the page.
+
+    Panel's DeckGL pane needs deck.gl, its JSON converter, loaders.gl, h3 and the CARTO layers
+    as globals before its first view is made; these are the pane's own bundled files (never a
+    CDN), in the order they must run.
+    """
+    from panel.models.deckgl import DeckGLPlot
+
+    # As Panel writes the page's own script tags: an app served below the root reaches
+    # "static/" through pn.state.rel_path.
+    base = f"{pn.state.rel_path}/" if pn.state.rel_path else ""
+    return [base + url for url in DeckGLPlot.__javascript__ if not _BASE_MAPS.search(url)]
+
+
+_LOADER_ESM = """
+export function render({ model }) {
+  const note = document.createElement("div");
+  note.className = "embviz-deck-loading";
+  note.textContent = "Loading the 3D view\\u2026";
+  const present = () => window.deck && window.deck.JSONConverter && window.loaders
+    && window.CartoLibrary;
+  // One load per script per page, shared by every loader on it; in order, as the pane needs.
+  const pending = (window.__embvizScripts ||= new Map());
+  const load = (src) => {
+    if (!pending.has(src)) {
+      pending.set(src, new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = src;
+        script.async = false;
+        script.onload = resolve;
+        script.onerror = () => reject(new Error(src));
+        document.head.appendChild(script);
+      }));
+    }
+    return pending.get(src);
+  };
+  (async () => {
+    try {
+      if (!present()) {
+        for (const src of model.urls) await load(src);
+      }
+      model.send_msg({ loaded: true });
+    } catch (err) {
+      pending.delete(err.message);  // a later try fetches it again
+      note.textContent = "The 3D view could not load " + err.message;
+      model.send_msg({ failed: err.message });
+    }
+  })();
+  return note;
+}
+"""
+
+
+class DeckLoader(JSComponent):
+    """Loads deck.gl into the page when first shown, then tells Python (``ready``).
+
+    The explorer's page leaves deck.gl out (``pn.extension`` without ``"deckgl"``): it is 4.8
+    of the page's 10.7 MB and only the 3D view uses it. Shown in place of the 3D view, this
+    adds the scripts of :func:`deck_scripts` to the page, one after the other, and reports
+    when they ran; a page that already has deck.gl (a notebook, an app that loads the
+    extension) reports at once.
+    """
+
+    urls = param.List(default=[], item_type=str, doc="Scripts to run in order (page-relative).")
+    ready = param.Boolean(
+        default=False, doc="True once the page has deck.gl (set from the browser's report)."
+    )
+    failed = param.String(default="", doc="URL of the script that failed to load, if any.")
+
+    _esm = _LOADER_ESM
+    # Python owns these: the browser reports by message and never needs them back.
+    _rename = {"ready": None, "failed": None}
+
+    def _handle_msg(self, data) -> None:
+        if not isinstance(data, dict):
+            return
+        if data.get("loaded") is True:
+            self.param.update(ready=True, failed="")
+        elif isinstance(data.get("failed"), str):
+            self.failed = data["failed"]
 
 
 class CloudPanel(pn.viewable.Viewer):
     """The session's 3D projection, down-sampled to a point budget per view on the server.
 
-    Built when the 3D view is first opened (deck.gl loads only then); follows the session's
-    colouring, hidden categories and filters.
+    Built when the 3D view is first opened, and in a served page only once the page has
+    loaded deck.gl (:class:`DeckLoader`); follows the session's colouring, hidden categories
+    and filters.
     """
 
     def __init__(self, session: Session, **params):
@@ -24,11 +116,35 @@ class CloudPanel(pn.viewable.Viewer):
         self.session = session
         self.cloud = None
         self.hover_card = Markup("", width=150, css_classes=["embviz-hover-card"])
+        self.loader: DeckLoader | None = None
         self._layout = pn.Row(sizing_mode="stretch_both")
         session.on_detach(self._detach)
         session.param.watch(
             self._restyle, ["color_by", "hidden", "filters", "projection", "tags_version"]
         )
+
+    def _deck_ready(self) -> bool:
+        """Whether the page can draw deck.gl now; else show the loader, which calls
+        :meth:`show` again once it can. Pages without a server session (notebooks, tests)
+        load deck.gl with the extension."""
+        if self.session.doc is None:
+            return True
+        if self.loader is None:
+            self.loader = DeckLoader(urls=deck_scripts(), sizing_mode="stretch_width")
+            self.loader.param.watch(self._on_loaded, "ready")
+            self.loader.param.watch(self._on_failed, "failed")
+        if self.loader.ready:
+            return True
+        self._layout.objects = [self.loader]
+        return False
+
+    def _on_loaded(self, event) -> None:
+        if event.new and self.session.dims == "3D":
+            self.show()
+
+    def _on_failed(self, event) -> None:
+        if event.new:
+            self.session.status = f"3D: the page could not load {event.new}"
 
     def show(self) -> None:
         """Build (or rebuild for a new projection or budget) and draw the cloud."""
@@ -36,9 +152,16 @@ class CloudPanel(pn.viewable.Viewer):
 
         s = self.session
         store = s.store3d
-        if store is None:
+        if store is None or not self._deck_ready():
             return
         if self.cloud is None or self.cloud.store is not store or self.cloud.budget != s.budget3d:
+            if s.doc is not None:
+                from panel.io.state import set_curdoc
+
+                # This page's resources left deck.gl out; the page has it now, and Panel
+                # otherwise logs, at each 3D view built, that the extension is missing.
+                with set_curdoc(s.doc):
+                    pn.extension("deckgl")
             self.cloud = CloudView(
                 store,
                 budget=s.budget3d,

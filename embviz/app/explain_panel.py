@@ -51,6 +51,8 @@ class ExplainPanel(pn.viewable.Viewer):
             sizing_mode="stretch_width",
             css_classes=["embviz-explain-panel"],
         )
+        if session.detail >= 0:  # built after a sample was opened (panels are built lazily)
+            self._opened()
 
     def _opened(self, *_events) -> None:
         sid = self.session.detail

@@ -7,6 +7,8 @@ uses its public API; the explorer only composes them and lays them out.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from functools import cached_property
 
 import panel as pn
 
@@ -31,33 +33,14 @@ class Explorer(pn.viewable.Viewer):
     """
 
     def __init__(self, dataset: Dataset | str, **params):
-        from .compare_view import SplitCompare
-        from .curate import Curator
-        from .filters import FilterPanel
-        from .layer_panel import LayerPanel
+        from .annotations import MapAnnotations
         from .map_panel import MapPanel
-        from .model_panel import ModelPanel
-        from .samples_panel import SamplePanels
-        from .search_panel import SearchPanel
 
         super().__init__()
         self.session = Session(dataset, **params)
         self.session.attach(_server_doc())
-        from .annotations import MapAnnotations
-
         annotate = MapAnnotations(self.session, lambda: self.map_panel.map)
         self.map_panel = MapPanel(self.session, annotate=annotate)
-        self.samples = SamplePanels(self.session)
-        self.filters = FilterPanel(self.session)
-        self.search = SearchPanel(self.session)
-        self.curator = Curator(self.session)
-        self.compare = SplitCompare(self.session)
-        self.model = ModelPanel(self.session)
-        self.layers = LayerPanel(self.session)
-        # A layer picked in the diagram is the one whose activations the open sample shows.
-        self.layers.param.watch(
-            lambda e: e.new and setattr(self.samples.activations, "layer", e.new), "layer"
-        )
         self._cloud = None  # the 3D panel, built when 3D is first shown (deck.gl loads then)
         self._status = Markup(
             html.escape(self.session.status),
@@ -86,6 +69,64 @@ class Explorer(pn.viewable.Viewer):
             PeriodicCallback(
                 callback=self.session.poll_tags, period=POLL_MS, background=True
             ).start()
+
+    # -- panels, each built on first use --------------------------------------------------------
+    # A page opens with the map only; the side column and the sample panels follow once it has
+    # loaded (:func:`~embviz.app.server.explorer_page`), so a crowd opening at once waits for
+    # maps, not for widgets (a session's build was the opening bottleneck at 25 people).
+    @cached_property
+    def samples(self):
+        """The grid of listed samples beside the open sample's details."""
+        from .samples_panel import SamplePanels
+
+        return SamplePanels(self.session)
+
+    @cached_property
+    def filters(self):
+        """A filter widget per column of the map."""
+        from .filters import FilterPanel
+
+        return FilterPanel(self.session)
+
+    @cached_property
+    def search(self):
+        """Find similar samples (by a sample, a selection, an upload or text)."""
+        from .search_panel import SearchPanel
+
+        return SearchPanel(self.session)
+
+    @cached_property
+    def curator(self):
+        """Ranked issues, tags and export."""
+        from .curate import Curator
+
+        return Curator(self.session)
+
+    @cached_property
+    def compare(self):
+        """Two groups side by side."""
+        from .compare_view import SplitCompare
+
+        return SplitCompare(self.session)
+
+    @cached_property
+    def model(self):
+        """The model's predictions (a classifier's)."""
+        from .model_panel import ModelPanel
+
+        return ModelPanel(self.session)
+
+    @cached_property
+    def layers(self):
+        """The network's layers; the one picked is what the open sample's activations show."""
+        from .layer_panel import LayerPanel
+
+        layers = LayerPanel(self.session)
+        samples = self.samples
+        layers.param.watch(
+            lambda e: e.new and setattr(samples.activations, "layer", e.new), "layer"
+        )
+        return layers
 
     # -- parts, for notebooks and tests ---------------------------------------------------------
     @property
@@ -184,7 +225,7 @@ class Explorer(pn.viewable.Viewer):
             *three_d,
             pn.widgets.Select.from_param(s.param.color_by, label="Colour by"),
             self.legend,
-            pn.layout.Divider(),
+            _rule(),
             pn.widgets.IntSlider.from_param(s.param.point_size, label="Point size"),
             pn.widgets.FloatSlider.from_param(s.param.opacity, label="Opacity"),
             pn.widgets.Checkbox.from_param(s.param.dynspread, label="Spread sparse points"),
@@ -194,7 +235,7 @@ class Explorer(pn.viewable.Viewer):
             pn.widgets.IntSlider.from_param(s.param.cell_px, label="Image cell (px)"),
             pn.widgets.Checkbox.from_param(s.param.cluster_labels, label="Cluster labels"),
             pn.widgets.Checkbox.from_param(s.param.contours, label="Density contours"),
-            pn.layout.Divider(),
+            _rule(),
             pn.pane.Markdown("**Filters**"),
             self.filters,
             sizing_mode="stretch_width",
@@ -232,15 +273,27 @@ class Explorer(pn.viewable.Viewer):
             )
         return tabs
 
-    def main(self) -> pn.Column:
-        """The map (taking the space the window gives it), its status line, then the grid
-        beside the detail panel."""
+    def main(self, below=None) -> pn.Column:
+        """The map (taking the space the window gives it), its status line, then ``below``
+        (default: the grid beside the detail panel)."""
         return pn.Column(
             self._view_area,
             pn.Row(self._status, self._select_view, self._unplaced, sizing_mode="stretch_width"),
-            self.samples,
+            self.samples if below is None else below,
             sizing_mode="stretch_both",
         )
+
+    def deferred(self) -> tuple[pn.Column, pn.Column, Callable[[], None]]:
+        """``(side, below, fill)``: empty columns for the side and the sample panels, and the
+        call that builds them into those columns (a page sends the map first, then fills)."""
+        side = pn.Column(sizing_mode="stretch_width", css_classes=["embviz-side"])
+        below = pn.Column(sizing_mode="stretch_width", css_classes=["embviz-below"])
+
+        def fill() -> None:
+            side.objects = [self.sidebar()]
+            below.objects = [self.samples]
+
+        return side, below, fill
 
     def __panel__(self):
         # Outside the server's template (notebooks, pn.serve(explorer)) the side column
@@ -248,6 +301,12 @@ class Explorer(pn.viewable.Viewer):
         # past the window (with many filters, over 1,500 px).
         side = pn.Column(self.sidebar(), width=320, height=SIDE_HEIGHT, scroll=True)
         return pn.Row(side, self.main(), sizing_mode="stretch_width")
+
+
+def _rule() -> Markup:
+    # Not pn.layout.Divider: built after the page loaded (the side column is), its stylesheet
+    # stays a link to Panel's CDN, and the page must fetch nothing from another host.
+    return Markup('<hr style="border:0;border-top:1px solid #ddd;margin:6px 0">', margin=(0, 10))
 
 
 def _server_doc():

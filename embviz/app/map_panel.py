@@ -97,8 +97,9 @@ class MapPanel(pn.viewable.Viewer):
         self.pane.object = self.map.figure
         self.map.doc = s.doc
         # In a server session the first frame renders on the pool and arrives over the
-        # websocket, so the page is sent at once; elsewhere (tests, scripts) it renders now.
-        self.map.refresh(wait=self.map.doc is None)
+        # websocket, so the page is sent at once; elsewhere (tests, scripts) it renders now. A
+        # frame another session already rendered (the same first view) goes out with the page.
+        self.map.refresh(wait=self.map.doc is None or self.map.frame_ready())
 
     def _detach(self) -> None:
         if self.map is not None:

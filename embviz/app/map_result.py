@@ -10,8 +10,10 @@ from embviz.render.imagemap import ImageFrame
 from embviz.render.raster import Frame, Style
 from embviz.render.store import View
 
-__all__ = ["NO_THUMBNAILS", "Annotate", "MapRequest", "MapResult"]
+__all__ = ["DEFAULT_SIZE", "NO_THUMBNAILS", "Annotate", "MapRequest", "MapResult"]
 
+#: The map's inner size in pixels before the browser reports it (a new page's first frame).
+DEFAULT_SIZE = (900, 640)
 #: Why an ``images`` map shows points when the dataset has no thumbnails.
 NO_THUMBNAILS = "images off: this dataset has no thumbnails (vectors only)"
 #: ``annotate(view, width, height, frame) -> (labels, contours)``: overlays drawn over a frame.

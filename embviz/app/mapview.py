@@ -5,9 +5,8 @@ Once the view holds at most ``hover_limit`` points they are sent too (for toolti
 thumbnail), and at most ``sprite_limit`` are drawn as their images, sized in data units so they
 grow as the user zooms in. In ``images`` map mode a frame is the image map instead
 (:mod:`embviz.render.imagemap`: one representative thumbnail per cell, a WebP frame) whose
-cells are the hover and tap targets, down to ``sprite_limit`` points, where the sprites take
-over. Renders run on a bounded process-wide thread pool; a session keeps at most one render in
-flight and coalesces the view changes that arrive meanwhile.
+cells are the hover and tap targets, down to ``sprite_limit`` points. Renders run on a bounded
+process-wide pool; a session keeps one render in flight and coalesces later view changes.
 """
 
 from __future__ import annotations
@@ -31,15 +30,14 @@ from embviz.render.raster import Renderer, Style, category_colors, palette
 from embviz.render.store import PointStore, View
 from embviz.render.thumbcache import ThumbSource
 
-from .map_result import NO_THUMBNAILS, Annotate, MapRequest, MapResult
+from .map_result import DEFAULT_SIZE, NO_THUMBNAILS, Annotate, MapRequest, MapResult
 from .work import Coalescer
 
 __all__ = ["MapRequest", "MapResult", "MapView"]
 
 log = logging.getLogger(__name__)
 
-#: Most selected points outlined on the map per frame (an even subsample beyond).
-HIGHLIGHT_LIMIT = 5000
+HIGHLIGHT_LIMIT = 5000  #: most selected points outlined per frame (an even subsample beyond)
 
 
 class MapView:
@@ -67,13 +65,13 @@ class MapView:
         on_frame: Callable[[MapResult], None] | None = None,
         on_select: Callable[[np.ndarray], None] | None = None,
         on_tap: Callable[[int | None], None] | None = None,
-        width: int = 900,
-        height: int = 640,
+        width: int = DEFAULT_SIZE[0],
+        height: int = DEFAULT_SIZE[1],
         thumb_source: ThumbSource | None = None,
         annotate: Annotate | None = None,
     ):
         self.store = store
-        self.renderer = Renderer(store)
+        self.renderer = Renderer(store, shared_frames=True)
         self.thumb_source = thumb_source
         self.images = ImageMapper(store, thumb_source) if thumb_source is not None else None
         self.annotate = annotate
@@ -108,7 +106,7 @@ class MapView:
         """Draw ``store`` from now on, keeping the figure and the view (the same points with a
         new column, e.g. live tags): the page keeps its models, nothing is rebuilt there."""
         self.store = store
-        self.renderer = Renderer(store)
+        self.renderer = Renderer(store, shared_frames=True)
         if self.thumb_source is not None:
             self.images = ImageMapper(store, self.thumb_source)
 
@@ -173,6 +171,14 @@ class MapView:
             self.view = view
         req = self.request()
         return self.renders.run(req) if wait else self.renders.submit(req)
+
+    def frame_ready(self) -> bool:
+        """Whether the current view's frame is rendered already (frames are shared per process)."""
+        from embviz.render import framecache
+
+        req = self.request()
+        key = (req.view, req.width, req.height, req.mode, req.color_by, req.style)
+        return req.map_mode == "points" and self.mask is None and framecache.has(self.store, key)
 
     # -- the work ----------------------------------------------------------------------------
     def compute(self, req: MapRequest) -> MapResult:

@@ -29,6 +29,12 @@ class SamplePanels(pn.viewable.Viewer):
         session.param.watch(self._list, ["grid_ids", "grid_captions", "grid_title", "grid_noun"])
         session.param.watch(self._marks_to_grid, "marked")
         session.param.watch(self._open, "detail")
+        # Built lazily, maybe after a sample was opened: the details show it before the
+        # explain panel reads them.
+        if session.grid_ids is not None:
+            self._list()
+        if session.detail >= 0:
+            self._open()
         from .explain_panel import ExplainPanel
 
         # Built after the watcher above: its own runs after the details show the new sample.
@@ -36,10 +42,6 @@ class SamplePanels(pn.viewable.Viewer):
         from .activations_panel import ActivationsPanel
 
         self.activations = ActivationsPanel(session, self.details)
-        if session.grid_ids is not None:
-            self._list()
-        if session.detail >= 0:
-            self._open()
 
     def _opened(self, event) -> None:
         if event.new is not None and event.new >= 0:

@@ -182,7 +182,8 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
     from . import routes
     from .explorer import Explorer
 
-    pn.extension("deckgl", sizing_mode="stretch_width")
+    # Not "deckgl": the 3D view loads deck.gl into the page when it first opens (CloudPanel).
+    pn.extension(sizing_mode="stretch_width")
     return_large_blocks()
     missing = routes.missing_message()  # served without --plugins embviz.app.routes
     if reports:
@@ -226,10 +227,17 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
                 sizing_mode="stretch_width",
             )
         )
+    # The page goes out with its map (and first frame); the side column and the sample
+    # panels are built once it has loaded, so 25 people opening at once wait for maps only.
+    side, below, fill = explorer.deferred()
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        pn.state.onload(fill)
+    else:
+        fill()
     return _template(
         title=f"embviz · {explorer.session.dataset.name}",
-        sidebar=[explorer.sidebar()],
-        main=[*header, explorer.main()],
+        sidebar=[side],
+        main=[*header, explorer.main(below)],
         sidebar_width=320,
     )
 
@@ -361,10 +369,28 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
 
                 logging.getLogger(__name__).exception("warm-up of %s failed", p)
 
+    def first_page() -> None:
+        # The frame a new page opens on (default map, colouring and size), rendered once into
+        # the frames every session shares: each page then goes out with its first frame.
+        from .map_result import DEFAULT_SIZE
+        from .session import Session
+
+        s = Session(ds)
+        mode, color_by, style = s.style()
+        Renderer(s.store, shared_frames=True).render(
+            s.store.extent, *DEFAULT_SIZE, mode=mode, color_by=color_by, style=style
+        )
+
     def everything() -> None:
         bound_dask()
         if projections:
             frames(projections[0], first_only=True)
+            try:
+                first_page()
+            except Exception:  # an optimisation: the session renders it itself
+                import logging
+
+                logging.getLogger(__name__).exception("first frame of %s failed", dataset)
         rest()
 
     if background:

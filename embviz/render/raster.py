@@ -145,8 +145,16 @@ class Renderer:
     the first that answers wins and the rows in this process are not touched.
     """
 
-    def __init__(self, store: PointStore, *, sources: list[AggregateSource] | None = None):
+    def __init__(
+        self,
+        store: PointStore,
+        *,
+        sources: list[AggregateSource] | None = None,
+        shared_frames: bool = False,
+    ):
         self.store = store
+        #: frames shared by every session (:mod:`.framecache`); off so timings measure renders
+        self.shared_frames = shared_frames
         self.sources = default_sources(store) if sources is None else list(sources)
         #: which source built the cached aggregate ("local" when none answered)
         self.answered_by = "local"
@@ -344,6 +352,13 @@ class Renderer:
         """Aggregate (or reuse the cached aggregate), shade and encode one frame."""
         t0 = time.perf_counter()
         view = _nonempty(view)
+        shared = (view, width, height, mode, color_by, style) if self.shared_frames else None
+        if shared is not None and mask is None:
+            from . import framecache
+
+            hit = framecache.get(self.store, shared)
+            if hit is not None:
+                return hit
         hidden_codes: tuple[int, ...] = ()
         if mode == "category" and style.hidden:
             names = self.store.categories(color_by)
@@ -366,7 +381,7 @@ class Renderer:
         points = sum(c for n, c in counts.items() if n not in style.hidden)
         if mode != "category":
             counts = {}
-        return Frame(
+        frame = Frame(
             png=png,
             view=view,
             width=width,
@@ -378,3 +393,8 @@ class Renderer:
             span=span,
             seconds={"aggregate": t1 - t0, "shade": t2 - t1, "encode": t3 - t2},
         )
+        if shared is not None and mask is None:
+            from . import framecache
+
+            framecache.put(self.store, shared, frame)
+        return frame

@@ -39,21 +39,28 @@ class AggregateSource(Protocol):
         """The same aggregate :meth:`Renderer.aggregate` would build, or None."""
 
 
-#: Factories ``(store) -> AggregateSource | None`` every new :class:`Renderer` consults, in
-#: order (see :func:`register_source`).
-_SOURCE_FACTORIES: dict[str, Callable[[PointStore], AggregateSource | None]] = {}
+#: Factories ``(store) -> AggregateSource | None`` every new :class:`Renderer` consults, by
+#: priority (see :func:`register_source`): ``name -> (priority, factory)``.
+_SOURCE_FACTORIES: dict[str, tuple[int, Callable[[PointStore], AggregateSource | None]]] = {}
 
 
-def register_source(name: str, factory: Callable[[PointStore], AggregateSource | None] | None):
+def register_source(
+    name: str,
+    factory: Callable[[PointStore], AggregateSource | None] | None,
+    *,
+    priority: int = 50,
+) -> None:
     """Make every :class:`Renderer` built from now on ask ``factory(store)`` for a source
-    (``None`` removes the factory registered under ``name``)."""
+    (``None`` removes the factory registered under ``name``). Lower ``priority`` is asked
+    first: cheap local answers (a pyramid, 10) before remote ones (a Dask cluster, 50)."""
     if factory is None:
         _SOURCE_FACTORIES.pop(name, None)
     else:
-        _SOURCE_FACTORIES[name] = factory
+        _SOURCE_FACTORIES[name] = (priority, factory)
 
 
 def default_sources(store: PointStore) -> list[AggregateSource]:
-    """The sources the registered factories give for ``store``, in registration order."""
-    found = (factory(store) for factory in list(_SOURCE_FACTORIES.values()))
+    """The sources the registered factories give for ``store``, lowest priority first."""
+    ranked = sorted(_SOURCE_FACTORIES.values(), key=lambda pf: pf[0])
+    found = (factory(store) for _, factory in ranked)
     return [s for s in found if s is not None]
