@@ -12,7 +12,8 @@ import sys
 
 import panel as pn
 
-from embviz.app.server import explorer_page, warm_up
+from embviz.app.server import explorer_page
+from embviz.app.warm import warm_up
 
 parser = argparse.ArgumentParser(prog="apps/explorer.py")
 parser.add_argument("dataset", nargs="*", default=["data/demo"], help="dataset directories")

@@ -36,6 +36,9 @@ SUITES = (
     "serve",
     "clusters",
     "imagemap",
+    "dask_raster",
+    "page",
+    "pyramid",
 )
 
 

@@ -34,6 +34,14 @@ def _server_options(s: argparse.ArgumentParser) -> None:
         help="a host name the page is served under (repeatable; localhost is always allowed)",
     )
     s.add_argument("--show", action="store_true", help="open a browser tab")
+    s.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port (Panel's --num-procs); the maps are loaded and "
+        "the kernels compiled once before they fork, so they share that memory",
+    )
 
 
 def add_commands(sub: Any) -> None:
@@ -97,6 +105,7 @@ def panel_serve_args(
     show: bool = False,
     reports: str | Path | None = None,
     scheduler: str | None = None,
+    processes: int = 1,
 ) -> list[str]:
     """The ``panel serve`` arguments that serve the shipped explorer app with its image routes.
 
@@ -110,6 +119,8 @@ def panel_serve_args(
     show : open a browser tab.
     reports : report settings file whose schedule the server runs.
     scheduler : Dask scheduler address whose workers aggregate the frames (``--scheduler``).
+    processes : server processes (``--num-procs``); more than one: sessions of one page
+        may land in any, and report schedules run in the first.
 
     Returns the argument list after ``panel serve``: the app entry, ``--plugins
     embviz.app.routes``, the options, then ``--args`` with the datasets (and ``--reports``,
@@ -131,6 +142,8 @@ def panel_serve_args(
         args += ["--prefix", prefix]
     if show:
         args.append("--show")
+    if processes > 1:
+        args += ["--num-procs", str(processes)]
     args += ["--args", *(str(d) for d in datasets)]
     if reports:
         args += ["--reports", str(reports)]
@@ -193,6 +206,7 @@ def _serve(
         show=args.show,
         reports=reports,
         scheduler=scheduler,
+        processes=args.processes,
     )
     if print_command:
         import shlex

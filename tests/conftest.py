@@ -3,6 +3,7 @@ waiting on conditions, and the page actions the browser tests share."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -323,12 +324,23 @@ class PanelServer:
     def stop(self) -> None:
         import subprocess
 
+        import psutil
+
+        # With --num-procs the server forks: its processes outlive a terminated parent.
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(children, timeout=10)
         self._log.close()
 
 

@@ -212,9 +212,45 @@ def __getattr__(name: str) -> Any:
     # access (not a plain list) so that reading it records that this server has the routes:
     # the page can then tell a server started without them, which tornado's routing cannot.
     if name == "ROUTES":
-        _start_reports()
+        if _processes() > 1:
+            _preload()  # the processes fork from this one: what it loads, they share
+        else:  # (forked processes start the schedule in one of them, with its first page)
+            _start_reports()
         return extra_patterns()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _processes() -> int:
+    """``--num-procs`` of the ``panel serve`` command line this process runs (1 if absent)."""
+    import sys
+
+    argv = sys.argv[: sys.argv.index("--args")] if "--args" in sys.argv else sys.argv
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--num-procs" and i + 1 < len(argv) else None
+        if arg.startswith("--num-procs="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            return int(value) if value.isdigit() else 1
+    return 1
+
+
+def _preload() -> None:
+    """Load the datasets of ``--args`` and compile the kernels before the server forks its
+    processes, so they share those pages (copy-on-write) instead of each building its own."""
+    import sys
+
+    from .warm import preload
+
+    args = sys.argv[sys.argv.index("--args") + 1 :] if "--args" in sys.argv else []
+    datasets = []
+    for arg in args:
+        if arg.startswith("--"):
+            break
+        datasets.append(arg)
+    try:
+        preload(datasets)
+    except Exception as exc:  # an optimisation: each process loads what it needs itself
+        log.error("preloading %s before forking failed: %s", datasets, exc)
 
 
 def _start_reports() -> None:

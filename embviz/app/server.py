@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
+import time
 from pathlib import Path
 
 __all__ = [
     "URL_STATE",
-    "bound_dask",
     "clean_url_state",
     "dataset_keys",
     "explorer_page",
     "release_memory",
     "return_large_blocks",
-    "warm_up",
 ]
 
 #: Explorer parameters mirrored in the page URL (parameter -> query key), so a link reproduces
@@ -186,7 +184,7 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
     pn.extension(sizing_mode="stretch_width")
     return_large_blocks()
     missing = routes.missing_message()  # served without --plugins embviz.app.routes
-    if reports:
+    if reports and _first_process():
         from .schedule import schedule_from_settings
 
         schedule_from_settings(reports)
@@ -230,8 +228,10 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
     # The page goes out with its map (and first frame); the side column and the sample
     # panels are built once it has loaded, so 25 people opening at once wait for maps only.
     side, below, fill = explorer.deferred()
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-        pn.state.onload(fill)
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        _OPENED[0] = time.monotonic()
+        pn.state.onload(lambda: _fill_when_quiet(doc, fill, time.monotonic()))
     else:
         fill()
     return _template(
@@ -240,6 +240,32 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
         main=[*header, explorer.main(below)],
         sidebar_width=320,
     )
+
+
+#: When this process last built a page (monotonic seconds).
+_OPENED = [0.0]
+#: A page's side column waits while other pages are being opened, at most this long, so a
+#: crowd arriving at once gets its maps first (the side column costs more than the map).
+FILL_WAIT = 5.0
+
+
+def _fill_when_quiet(doc, fill, since: float) -> None:
+    from panel.io.state import set_curdoc
+
+    now = time.monotonic()
+    if now - _OPENED[0] < 0.2 and now - since < FILL_WAIT:
+        doc.add_timeout_callback(lambda: _fill_when_quiet(doc, fill, since), 200)
+        return
+    with set_curdoc(doc):
+        fill()
+
+
+def _first_process() -> bool:
+    """Whether this is the server's only process, or the first of its forked ones (the one
+    that runs the report schedule)."""
+    import tornado.process
+
+    return tornado.process.task_id() in (None, 0)
 
 
 def _template(**params):
@@ -302,98 +328,3 @@ def return_large_blocks(threshold: int = LARGE_BLOCK) -> None:
     m_mmap_threshold = -3  # mallopt's parameter number, from glibc's malloc.h
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, int(threshold))
-
-
-def bound_dask() -> None:
-    """Give Dask one thread pool of at most one thread per core for the whole server process.
-
-    Frames do not use Dask (the maps are in memory); this bounds anything that does (a
-    Datashader call on a Dask frame, a dataset read) so sessions cannot oversubscribe the CPU.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    import dask
-
-    if dask.config.get("pool", None) is None:
-        workers = max(1, os.cpu_count() or 1)
-        dask.config.set(scheduler="threads", pool=ThreadPoolExecutor(workers, "embviz-dask"))
-
-
-def warm_up(dataset: str | Path, *, background: bool = True) -> None:
-    """Load every 2D map of ``dataset`` and compile the kernels, before or beside the first session.
-
-    With ``background`` (the default) everything runs in a daemon thread, so the first page is
-    sent while the kernels compile (the browser loads its scripts meanwhile); the first map's
-    full-view frame comes first, then the other maps and frame kinds (zoomed, numeric, density:
-    each a separate Numba compilation).
-    """
-    import threading
-
-    from embviz.dataset import open_dataset
-    from embviz.render.raster import Renderer, Style
-    from embviz.render.store import View, load_store
-
-    from .session import projection_choices
-
-    ds = open_dataset(dataset)
-    projections = [p for c in projection_choices(ds).values() for p in c.values()]
-
-    def frames(projection: str, first_only: bool) -> None:
-        store = load_store(ds, projection)
-        r = Renderer(store)
-        e = store.extent
-        cats = list(store.categorical)[:1]
-        if first_only:
-            if cats:
-                r.render(e, 400, 300, mode="category", color_by=cats[0])
-            return
-        quarter = View(e.x0, (e.x0 + e.x1) / 2, e.y0, (e.y0 + e.y1) / 2)
-        # A view so sparse that points are spread: the first spread imports (and compiles)
-        # datashader.composite, ~4 s holding the GIL, which would stall every session.
-        cx, cy, dx, dy = (e.x0 + e.x1) / 2, (e.y0 + e.y1) / 2, (e.x1 - e.x0), (e.y1 - e.y0)
-        sparse = View(cx - dx / 1e4, cx + dx / 1e4, cy - dy / 1e4, cy + dy / 1e4)
-        for view in (e, quarter, sparse):
-            for col in cats:
-                r.render(view, 400, 300, mode="category", color_by=col)
-            for col in list(store.numeric)[:1]:
-                r.render(view, 400, 300, mode="numeric", color_by=col)
-            r.render(view, 400, 300, mode="density")
-        r.render(e, 400, 300, mode="density", style=Style(point_size=1))
-
-    def rest() -> None:
-        for p in projections:
-            try:
-                frames(p, first_only=False)
-            except Exception:  # warming is an optimisation: a session will report real errors
-                import logging
-
-                logging.getLogger(__name__).exception("warm-up of %s failed", p)
-
-    def first_page() -> None:
-        # The frame a new page opens on (default map, colouring and size), rendered once into
-        # the frames every session shares: each page then goes out with its first frame.
-        from .map_result import DEFAULT_SIZE
-        from .session import Session
-
-        s = Session(ds)
-        mode, color_by, style = s.style()
-        Renderer(s.store, shared_frames=True).render(
-            s.store.extent, *DEFAULT_SIZE, mode=mode, color_by=color_by, style=style
-        )
-
-    def everything() -> None:
-        bound_dask()
-        if projections:
-            frames(projections[0], first_only=True)
-            try:
-                first_page()
-            except Exception:  # an optimisation: the session renders it itself
-                import logging
-
-                logging.getLogger(__name__).exception("first frame of %s failed", dataset)
-        rest()
-
-    if background:
-        threading.Thread(target=everything, name="embviz-warm-up", daemon=True).start()
-    else:
-        everything()

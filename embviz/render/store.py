@@ -361,6 +361,10 @@ def load_store(ds, projection: str, *, dims: int = 2) -> PointStore:
             if store is None:
                 store = _load(ds, projection, dims)
                 write_columns(where, store)
+            if dims == 2:  # wide views of big maps: counts cached beside the columns
+                from .pyramid import attach
+
+                attach(store, where, key=str(where))
             _STORES[key] = store
     return store
 

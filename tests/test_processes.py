@@ -1,0 +1,65 @@
+"""Several server processes (``--num-procs``): they fork after the maps were loaded, so they map
+the same store files and share those pages, and every process serves pages with their first frame."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import PanelServer, wait_until
+
+from embviz.loadtest import Person, run_sync
+
+
+@pytest.fixture(scope="module")
+def small_map(tmp_path_factory):
+    from embviz.pipeline.synth import synth
+
+    out = tmp_path_factory.mktemp("procs") / "synth"
+    synth(out, points=60_000, dims=(2,), progress=False)
+    from embviz.render.store import clear_stores, load_store
+
+    load_store(out, "synth.2d")  # writes the explorer cache the server then maps
+    clear_stores()
+    return out
+
+
+def _cache_files(proc, root) -> set[str]:
+    """The files under ``root`` that ``proc`` has mapped into memory."""
+    return {m.path for m in proc.memory_maps() if m.path.startswith(str(root))}
+
+
+def test_processes_share_one_store_and_each_serves_first_frames(small_map, tmp_path):
+    import psutil
+
+    server = PanelServer(small_map, tmp_path / "serve.log", extra=("--num-procs", "2"))
+    try:
+        server.wait(timeout=300)
+        parent = psutil.Process(server.proc.pid)
+        children = wait_until(
+            lambda: (c := parent.children()) and len(c) == 2 and c,
+            timeout=120,
+            what="two server processes",
+        )
+        # Loaded before the fork: the parent and both processes map the same cache files.
+        mapped = [_cache_files(p, small_map.resolve()) for p in (parent, *children)]
+        assert mapped[0], "the parent loaded the map before forking"
+        assert mapped[0] == mapped[1] == mapped[2]
+        assert any(path.endswith("x.npy") for path in mapped[0])
+
+        async def opening(count):
+            people = [Person(server.url, timeout=120) for _ in range(count)]
+            firsts = await asyncio.gather(*(p.open() for p in people))
+            for p in people:
+                await p.close()
+            return firsts
+
+        firsts = run_sync(opening(8))
+        assert len(firsts) == 8 and max(firsts) < 120  # every page got its first frame
+        # Shared, not copied: the processes together hold much less than separate copies.
+        pss = sum(p.memory_full_info().pss for p in (parent, *children))
+        rss = sum(p.memory_info().rss for p in (parent, *children))
+        assert pss < 0.8 * rss
+    finally:
+        server.stop()
+    assert not any(c.is_running() for c in children)  # stopping the server stops them all
