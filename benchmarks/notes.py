@@ -25,10 +25,31 @@ GOALS = {
     "clusters.contours_ms": "<= 20 ms",
     "imagemap.frame_seconds": "warm <= 0.25 s at 50M",
     "imagemap.bytes_per_frame": "<= 500 KB",
+    "serve.first_frame_seconds": "p95 <= 5 s at 25 people",
+    "serve.memory_ratio": "<= 1.5 (4 processes over 1)",
+    "serve.page_bytes": "first load <= 4 MB on the wire",
+    "serve.page_foreign_requests": "0",
+    "raster.frame_fixed_ms": "<= 15 ms",
+    "raster.full_view_seconds": "<= 1 s at 200M+ (any view)",
+    "raster.zoom_1pct_seconds": "<= 1 s at 200M+ (any view)",
 }
 
 NOTES = """
 ## How each number is measured
+
+- Issue 16 records: `serve.first_frame_seconds` with `stat=p95` is the 95th percentile of the
+  seconds from connecting to the first frame over N people opening at the same instant (with
+  `processes=2`: `embviz serve --processes 2`, opening only); `serve.memory_mb` with `processes`
+  is the proportional set size (shared pages counted once) of the server and all its processes
+  after 8 people came; `serve.memory_ratio` is 4 processes over 1. `serve.page_bytes`
+  (`bench_page.py`): bytes on the wire of a first page load in Chromium (CDP encoded lengths)
+  until the first frame, compressed and not, and when the 3D view is opened.
+  `raster.frame_fixed_ms`: the median shade + encode seconds of a 900x640 frame of a view holding
+  1% of the map (what a frame costs whatever it holds); `raster.full_view_seconds` /
+  `zoom_1pct_seconds` are frames from the rows (no pyramid, no cluster).
+  `raster.first_frame_seconds`: from launching `embviz serve` (explorer cache and label pyramid
+  present) to the first frame's status line in Chromium. `bench_pyramid.py` and
+  `bench_dask_raster.py` say how their records are taken in their docstrings.
 
 - `serve.*` (`benchmarks/bench_serve.py`): 1, 10 and 25 people at once on one real
   `panel serve apps/explorer.py` (loopback) with a 10M-point synthetic 2D map, 30 s each. A

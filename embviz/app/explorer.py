@@ -289,9 +289,17 @@ class Explorer(pn.viewable.Viewer):
         side = pn.Column(sizing_mode="stretch_width", css_classes=["embviz-side"])
         below = pn.Column(sizing_mode="stretch_width", css_classes=["embviz-below"])
 
+        def samples(*_events) -> None:
+            if not below.objects:
+                below.objects = [self.samples]
+
         def fill() -> None:
             side.objects = [self.sidebar()]
-            below.objects = [self.samples]
+            s = self.session
+            if s.grid_ids is not None or s.detail >= 0:
+                samples()
+            else:  # built with the first listed or opened sample: most visits start on the map
+                s.param.watch(samples, ["grid_ids", "detail"])
 
         return side, below, fill
 

@@ -216,6 +216,7 @@ def __getattr__(name: str) -> Any:
             _preload()  # the processes fork from this one: what it loads, they share
         else:  # (forked processes start the schedule in one of them, with its first page)
             _start_reports()
+            _warm()  # beside the server's start: the first page finds the maps loaded
         return extra_patterns()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -234,12 +235,9 @@ def _processes() -> int:
     return 1
 
 
-def _preload() -> None:
-    """Load the datasets of ``--args`` and compile the kernels before the server forks its
-    processes, so they share those pages (copy-on-write) instead of each building its own."""
+def _datasets() -> list[str]:
+    """The dataset folders among ``--args`` of this process's command line."""
     import sys
-
-    from .warm import preload
 
     args = sys.argv[sys.argv.index("--args") + 1 :] if "--args" in sys.argv else []
     datasets = []
@@ -247,6 +245,26 @@ def _preload() -> None:
         if arg.startswith("--"):
             break
         datasets.append(arg)
+    return datasets
+
+
+def _warm() -> None:
+    """Load the maps and compile the kernels in the background as the server starts."""
+    from .warm import warm_up
+
+    for dataset in _datasets():
+        try:
+            warm_up(dataset)
+        except Exception as exc:  # the dataset's page says what is wrong
+            log.error("warming %s failed: %s", dataset, exc)
+
+
+def _preload() -> None:
+    """Load the datasets of ``--args`` and compile the kernels before the server forks its
+    processes, so they share those pages (copy-on-write) instead of each building its own."""
+    from .warm import preload
+
+    datasets = _datasets()
     try:
         preload(datasets)
     except Exception as exc:  # an optimisation: each process loads what it needs itself

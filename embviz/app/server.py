@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 __all__ = [
@@ -230,8 +229,10 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
     side, below, fill = explorer.deferred()
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None:
-        _OPENED[0] = time.monotonic()
-        pn.state.onload(lambda: _fill_when_quiet(doc, fill, time.monotonic()))
+        from .fills import page_opened, request_fill
+
+        page_opened()
+        pn.state.onload(lambda: request_fill(doc, fill))
     else:
         fill()
     return _template(
@@ -240,24 +241,6 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
         main=[*header, explorer.main(below)],
         sidebar_width=320,
     )
-
-
-#: When this process last built a page (monotonic seconds).
-_OPENED = [0.0]
-#: A page's side column waits while other pages are being opened, at most this long, so a
-#: crowd arriving at once gets its maps first (the side column costs more than the map).
-FILL_WAIT = 5.0
-
-
-def _fill_when_quiet(doc, fill, since: float) -> None:
-    from panel.io.state import set_curdoc
-
-    now = time.monotonic()
-    if now - _OPENED[0] < 0.2 and now - since < FILL_WAIT:
-        doc.add_timeout_callback(lambda: _fill_when_quiet(doc, fill, since), 200)
-        return
-    with set_curdoc(doc):
-        fill()
 
 
 def _first_process() -> bool:

@@ -5,9 +5,13 @@ multi-process server forks)."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 __all__ = ["bound_dask", "preload", "warm_up"]
+
+_LOCK = threading.Lock()
+_STARTED: set[str] = set()  #: datasets warmed (or warming) in this process
 
 
 def bound_dask() -> None:
@@ -52,12 +56,16 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
 
     from .session import projection_choices
 
+    with _LOCK:  # once per dataset and process (the server's start and its first page ask)
+        if str(dataset) in _STARTED:
+            return
+        _STARTED.add(str(dataset))
     ds = open_dataset(dataset)
     projections = [p for c in projection_choices(ds).values() for p in c.values()]
 
     def frames(projection: str, first_only: bool) -> None:
         store = load_store(ds, projection)
-        r = Renderer(store)
+        r = Renderer(store, sources=[])  # the kernels of the rows' path
         e = store.extent
         cats = list(store.categorical)[:1]
         if first_only:
@@ -101,13 +109,13 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
     def everything() -> None:
         bound_dask()
         if projections:
-            frames(projections[0], first_only=True)
-            try:
+            try:  # first: from the pyramid when one is kept (no Datashader compilation)
                 first_page()
             except Exception:  # an optimisation: the session renders it itself
                 import logging
 
                 logging.getLogger(__name__).exception("first frame of %s failed", dataset)
+            frames(projections[0], first_only=True)
         rest()
 
     if background:
