@@ -105,11 +105,25 @@ class HostileSession(Person):
 
     # -- finding the page's models ----------------------------------------------------------
     def model(self, **query) -> str:
-        """The id of the one model :func:`find_models` finds with ``query``; fails otherwise."""
-        ids = find_models(self.document or {}, **query)
+        """The id of the one model :func:`find_models` finds with ``query`` in the page's
+        document or the models the server added since; fails otherwise."""
+        found = {"doc": self.document or {}, "events": self.received}
+        ids = list(dict.fromkeys(find_models(found, **query)))
         if len(ids) != 1:
             raise LookupError(f"{len(ids)} models match {query} in the page's document")
         return ids[0]
+
+    async def wait_model(self, timeout: float = 60.0, **query) -> str:
+        """:meth:`model`, waiting up to ``timeout`` seconds for the server to add it (the side
+        column is built after the page has loaded)."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            try:
+                return self.model(**query)
+            except LookupError:
+                if time.perf_counter() > deadline:
+                    raise
+                await asyncio.sleep(0.1)  # the listener appends what the server sends meanwhile
 
     # -- map events -------------------------------------------------------------------------
     async def ranges(self, x0: float, x1: float, y0: float, y1: float) -> None:

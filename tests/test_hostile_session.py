@@ -2,9 +2,8 @@
 page would, is answered with a message or ignored; the server stays up, bounded in time and
 memory, another session gets its frames afterwards, and nothing hostile reaches the tag store.
 
-Not covered here: a flood of events from one session (thousands of range updates a second)
-backlogs the shared event loop, so other sessions lose frames while it lasts; bounding it needs
-per-connection rate limiting in Bokeh's websocket handler (open item, see README "Limits")."""
+A flood of events from one session (range updates as fast as its socket takes them) waits in
+that session's own socket (``embviz.app.throttle``): another person's frames keep coming."""
 
 from __future__ import annotations
 
@@ -135,7 +134,7 @@ async def _open(url: str, **kw) -> HostileSession:
 async def _curate(s: HostileSession):
     """Open the sidebar's Curate tab (built on demand); the models the server sent for it,
     waited for (one frame round trip at a time) until its upload has arrived."""
-    tabs = s.model(css_class="embviz-sidebar-tabs")
+    tabs = await s.wait_model(css_class="embviz-sidebar-tabs")
     before = len(s.received)
     await s.change(tabs, "active", 1)
     for i in range(20):
@@ -278,3 +277,60 @@ def test_hostile_inputs_are_refused_and_others_keep_their_frames(served):
     from embviz.tags import TagStore
 
     assert TagStore(dataset).counts() == {}
+
+
+def test_a_flood_of_events_waits_in_its_own_socket(served):
+    """One page sends 1,000 range updates at once: they are handled at the socket's rate (its
+    own next frame waits behind them), while another person's frames keep coming in time."""
+    import asyncio
+
+    from embviz.app.throttle import BURST, RATE
+
+    server, _ = served
+    count = 1000
+
+    async def scenario() -> tuple[list[float], float, bool]:
+        flooder = await _open(server.url)
+        person = await _open(server.url)
+        await _timed_frame(person, 290)  # warm: this server's first frames compile kernels
+        await _timed_frame(flooder, 291)
+        flood = asyncio.ensure_future(flooder.flood(count))
+        await asyncio.sleep(0)  # the flood is on the wire before the person pans
+        seconds = [await _timed_frame(person, 300 + i) for i in range(6)]
+        await flood
+        flooder.timeout = 120.0
+        e = flooder.extent
+        behind = await flooder.frame(View(e.x0 - (e.x1 - e.x0) / 7, e.x1, e.y0, e.y1))
+        late = await _open(server.url)  # the server still opens pages
+        ok = np.isfinite(await _timed_frame(late, 400))
+        for s in (flooder, person, late):
+            with contextlib.suppress(Exception):
+                await s.close()
+        return seconds, behind, ok
+
+    seconds, behind, ok = run_sync(scenario())
+    assert max(seconds) < FRAME_SECONDS, seconds  # the other person's frames keep coming
+    # Its 1,000 updates (3 fragments each) were let through at most RATE a second past the
+    # BURST, so its own next frame came after them (and came).
+    assert (3 * count - BURST) / RATE <= behind < 120, behind
+    assert ok
+
+
+def test_the_token_bucket_holds_a_socket_to_its_rate():
+    from embviz.app.throttle import TokenBucket
+
+    bucket = TokenBucket(rate=100.0, burst=10.0)
+    waits = [bucket.take() for _ in range(30)]
+    assert waits[:10] == [0.0] * 10  # the burst goes through at once
+    assert 0.19 <= waits[-1] <= 0.21  # 20 beyond it: the last waits 20 / 100 s
+    assert all(b >= a for a, b in zip(waits, waits[1:], strict=False))
+
+
+def test_the_server_handles_websockets_with_the_throttled_handler():
+    from bokeh.server.urls import per_app_patterns
+
+    from embviz.app import routes
+
+    assert routes.ROUTES  # what `panel serve --plugins embviz.app.routes` reads as it starts
+    handler = dict(per_app_patterns)[r"/ws"]
+    assert handler.__name__ == "ThrottledWSHandler"
