@@ -28,9 +28,9 @@ import asyncio
 import base64
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from embviz.loadtest import Person
+from embviz.loadtest import Person, doc_objects
 
 __all__ = ["HostileSession", "find_models", "number"]
 
@@ -43,19 +43,6 @@ def number(value: float) -> float | dict:
     if math.isinf(value):
         return {"type": "number", "value": "+inf" if value > 0 else "-inf"}
     return value
-
-
-def _objects(doc: dict) -> Iterator[dict]:
-    """Every model written out in full in a document's JSON."""
-    stack: list = [doc]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            if node.get("type") == "object" and "id" in node and "attributes" in node:
-                yield node
-            stack.extend(node.values())
 
 
 def _css(node: dict) -> list[str]:
@@ -73,7 +60,7 @@ def find_models(
     """Ids of the models in document JSON ``doc`` of class ``name`` (e.g. ``"FileInput"``),
     carrying CSS class ``css_class`` and for which ``where(model_json)`` holds (each optional)."""
     found = []
-    for node in _objects(doc):
+    for node in doc_objects(doc):
         if name is not None and node.get("name") != name:
             continue
         if css_class is not None and css_class not in _css(node):

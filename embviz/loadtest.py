@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from embviz.render.store import View
 
-__all__ = ["LoadResult", "Person", "run_people", "run_sync", "walk"]
+__all__ = ["LoadResult", "Person", "doc_objects", "run_people", "run_sync", "walk"]
 
 
 @dataclass
@@ -102,19 +102,26 @@ def _find_map(doc: dict) -> tuple[str, str, View]:
     raise ValueError("the document holds no map figure (no model subscribes to rangesupdate)")
 
 
-def _holds_frame(doc: dict, source_id: str) -> bool:
-    """Whether the map's raster source (id ``source_id``) in a document's JSON holds a frame."""
+def doc_objects(doc: dict) -> Iterator[dict]:
+    """Every model written out in full in a document's (or a message's) JSON."""
     stack: list = [doc]
     while stack:
         node = stack.pop()
         if isinstance(node, list):
             stack.extend(node)
         elif isinstance(node, dict):
-            if node.get("id") == source_id and isinstance(node.get("attributes"), dict):
-                data = node["attributes"].get("data") or {}
-                entries = dict(data.get("entries", [])) if isinstance(data, dict) else {}
-                return bool(entries.get("url"))
+            if node.get("type") == "object" and "id" in node and "attributes" in node:
+                yield node
             stack.extend(node.values())
+
+
+def _holds_frame(doc: dict, source_id: str) -> bool:
+    """Whether the map's raster source (id ``source_id``) in a document's JSON holds a frame."""
+    for node in doc_objects(doc):
+        if node["id"] == source_id and isinstance(node["attributes"], dict):
+            data = node["attributes"].get("data") or {}
+            entries = dict(data.get("entries", [])) if isinstance(data, dict) else {}
+            return bool(entries.get("url"))
     return False
 
 

@@ -1,4 +1,4 @@
-"""Numba kernels for the frame's hot loops: mixing category colours and alpha by count."""
+"""Numba kernels for the frame's hot loops: mixing category colours and flattening to 8 bits."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import numpy as np
 
 __all__ = [
     "alpha_lut",
-    "alpha_lut_from_hist",
-    "apply_alpha",
-    "mix_stack",
-    "rgba_densities",
+    "category_totals",
+    "flatten_over",
+    "mix_categories",
+    "rgba_density",
 ]
 
 
@@ -20,18 +20,9 @@ def alpha_lut(totals: np.ndarray, *, min_alpha: int, max_alpha: int, cap: int = 
     Counts are integers, so equalisation is the empirical CDF of the counts: cheap and exact.
     """
     hit = totals[totals > 0]
-    hist = np.bincount(np.minimum(hit, cap), minlength=2) if len(hit) else np.zeros(2, np.int64)
-    return alpha_lut_from_hist(hist, min_alpha=min_alpha, max_alpha=max_alpha)
-
-
-def alpha_lut_from_hist(hist: np.ndarray, *, min_alpha: int, max_alpha: int) -> np.ndarray:
-    """:func:`alpha_lut` from ``hist``, the number of pixels per count (``hist[0]`` ignored);
-    the lookup table ends at the highest count present."""
-    hit = np.flatnonzero(hist[1:])
-    lut = np.zeros(int(hit[-1]) + 2 if len(hit) else 2, dtype=np.uint8)
+    lut = np.zeros(min(int(hit.max()) if len(hit) else 1, cap) + 1, dtype=np.uint8)
     if len(hit):
-        cdf = np.cumsum(hist[: len(lut)])
-        cdf[:] -= hist[0]
+        cdf = np.cumsum(np.bincount(np.minimum(hit, len(lut) - 1), minlength=len(lut)))
         cdf = cdf / cdf[-1]
         lut[:] = (min_alpha + (max_alpha - min_alpha) * cdf).astype(np.uint8)
         lut[0] = 0
@@ -39,92 +30,86 @@ def alpha_lut_from_hist(hist: np.ndarray, *, min_alpha: int, max_alpha: int) -> 
 
 
 @numba.njit(nogil=True, cache=True)
-def mix_stack(counts, colors, visible, per_category, totals, rgb, hist):  # pragma: no cover
-    """One pass over an (H, W, k) count stack: all points per category, visible points per
-    pixel (capped at ``len(hist) - 1``), the count-weighted mix of ``colors`` (alpha 0) and ``hist``, the pixels per capped count, from
-    which :func:`alpha_lut_from_hist` builds the alpha table that :func:`apply_alpha` applies.
-    Reading the stack once instead of twice (and no mask and bincount over H x W) is most of
-    what a category frame's shading costs."""
+def mix_categories(counts, colors, visible, lut, out):  # pragma: no cover - compiled
+    """RGBA (uint32, datashader layout) of an (H, W, k) count stack: count-weighted colour mix."""
     h, w, k = counts.shape
-    flat = counts.reshape(h * w, k)
-    out = rgb.reshape(h * w)
-    capped = totals.reshape(h * w)
-    cap = len(hist) - 1
-    per = np.zeros(k, np.int64)
-    for p in range(h * w):
-        total = 0
-        r = 0.0
-        g = 0.0
-        b = 0.0
-        for c in range(k):
-            n = flat[p, c]
-            # Most pixels of a stack are empty and most of the rest hold one category: the
-            # branch skips the zeros cheaper than arithmetic on them (measured).
-            if n:
-                per[c] += n
-                if visible[c]:
+    cap = len(lut) - 1
+    for i in range(h):
+        for j in range(w):
+            total = 0
+            r = 0.0
+            g = 0.0
+            b = 0.0
+            for c in range(k):
+                n = counts[i, j, c]
+                if n and visible[c]:
                     total += n
                     r += n * colors[c, 0]
                     g += n * colors[c, 1]
                     b += n * colors[c, 2]
-        if total == 0:
-            out[p] = 0
-            capped[p] = 0
-        else:
-            out[p] = (
-                (np.uint32(b / total) << 16) | (np.uint32(g / total) << 8) | np.uint32(r / total)
-            )
-            t = min(total, cap)
-            capped[p] = t
-            hist[t] += 1
-    per_category += per
-    return rgb
+            if total == 0:
+                out[i, j] = 0
+            else:
+                a = np.uint32(lut[min(total, cap)])
+                out[i, j] = (
+                    (a << 24)
+                    | (np.uint32(b / total) << 16)
+                    | (np.uint32(g / total) << 8)
+                    | np.uint32(r / total)
+                )
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
-def apply_alpha(rgb, totals, lut):  # pragma: no cover - compiled
-    """Set the alpha of ``rgb`` (in place) to ``lut`` of each pixel's capped count."""
-    h, w = rgb.shape
+def flatten_over(rgba, background, out):  # pragma: no cover - compiled
+    """RGB of RGBA ``rgba`` composited over ``background``, rows flipped to image order (top first)."""
+    h, w = rgba.shape
     for i in range(h):
         for j in range(w):
-            t = totals[i, j]
-            if t:
-                rgb[i, j] |= np.uint32(lut[t]) << 24
-    return rgb
+            v = rgba[h - 1 - i, j]
+            a = ((v >> 24) & 255) / 255.0
+            for ch in range(3):
+                out[i, j, ch] = np.uint8(((v >> (8 * ch)) & 255) * a + background[ch] * (1.0 - a))
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
-def rgba_densities(rgba, max_r, row_step):  # pragma: no cover - compiled
-    """Datashader's dynspread density (share of drawn pixels with another drawn pixel within
-    Chebyshev distance ``r``) for every ``r`` up to ``max_r`` in one pass, estimated on every
-    ``row_step``-th row (the decision needs two digits, not six); ``out[r]`` is for ``r``.
+def category_totals(counts, visible, totals, per_category):  # pragma: no cover - compiled
+    """One pass over an (H, W, k) stack: visible points per pixel and all points per category."""
+    h, w, k = counts.shape
+    for i in range(h):
+        for j in range(w):
+            t = 0
+            for c in range(k):
+                n = counts[i, j, c]
+                if n:
+                    per_category[c] += n
+                    if visible[c]:
+                        t += n
+            totals[i, j] = t
+    return totals, per_category
 
-    Each pixel's neighbourhood is searched ring by ring outwards and the search stops at the
-    first neighbour, so a dense frame looks at a few pixels each and every radius is answered.
-    """
+
+@numba.njit(nogil=True, cache=True)
+def rgba_density(rgba, px, row_step):  # pragma: no cover - compiled
+    """Datashader's dynspread density (share of drawn pixels with a drawn neighbour within
+    ``px``), estimated on every ``row_step``-th row: the decision needs two digits, not six."""
     h, w = rgba.shape
     count = 0
-    nearest = np.zeros(max_r + 2, np.int64)
+    with_neighbours = 0
     for y in range(0, h, row_step):
         for x in range(w):
-            if not (rgba[y, x] >> 24) & 255:
-                continue
-            count += 1
-            found = max_r + 1
-            for r in range(1, max_r + 1):
-                for i in range(max(0, y - r), min(y + r + 1, h)):
-                    edge = i == y - r or i == y + r
-                    step = 1 if edge else 2 * r
-                    for j in range(x - r, x + r + 1, step):
-                        if 0 <= j < w and (rgba[i, j] >> 24) & 255:
-                            found = r
-                            break
-                    if found == r:
+            if (rgba[y, x] >> 24) & 255:
+                count += 1
+                found = 0
+                for i in range(max(0, y - px), min(y + px + 1, h)):
+                    for j in range(max(0, x - px), min(x + px + 1, w)):
+                        if (rgba[i, j] >> 24) & 255:
+                            found += 1
+                            if found > 1:
+                                break
+                    if found > 1:
                         break
-                if found == r:
-                    break
-            nearest[found] += 1
-    out = np.ones(max_r + 1)
-    if count:
-        out[:] = np.cumsum(nearest[: max_r + 1]) / count
-    return out
+                if found > 1:
+                    with_neighbours += 1
+    return with_neighbours / count if count else 1.0
