@@ -96,3 +96,26 @@ def test_tags_colour_and_filter_the_map_live(tagged_copy):
     from embviz.render.store import load_store
 
     assert "tag" not in load_store(tagged_copy, s.projection).categorical
+
+
+def test_a_frame_for_a_view_the_plot_has_left_does_not_move_the_plot_back(demo_dataset):
+    """Frames arrive late when the server is busy: one for an older view (a newer one is
+    rendering) updates the status line only. Writing its view to the session moved the plot
+    back to it, and the newer frame forward again: two views ping-ponged at ~50 frames/s."""
+    from embviz.app.explorer import Explorer
+    from embviz.render.store import View
+
+    ex = Explorer(demo_dataset)
+    s, m = ex.session, ex.map
+    old = m.view
+    stale = m.compute(m.request(old))
+    w = old.x1 - old.x0
+    new = View(old.x0 + w / 4, old.x1 + w / 4, old.y0, old.y1)
+    m.set_view(new)  # the person panned; that frame is still rendering
+    s.param.update(view=[new.x0, new.x1, new.y0, new.y1], status="")
+    m.on_frame(stale)
+    assert m.view == new and (m.figure.x_range.start, m.figure.x_range.end) == (new.x0, new.x1)
+    assert s.view == [new.x0, new.x1, new.y0, new.y1]
+    assert "points in view" in s.status  # its status is still shown
+    current = m.refresh(wait=True)  # the current view's frame moves the session's view
+    assert current.request.view is m.view and s.view == [new.x0, new.x1, new.y0, new.y1]

@@ -36,3 +36,32 @@ def test_sessions_share_the_points_and_keep_their_own_state(demo_dataset):
     assert len(b.grid.ids) == 0 and b.map.highlight_rows is None
     assert a.map.last.frame.points < b.map.last.frame.points  # a's filter, not b's
     assert b.map.refresh(wait=True).frame.points == b.session.store.n
+
+
+def test_sessions_closing_together_share_one_collection(monkeypatch):
+    """Bokeh discards every expired session in one pass: their memory is collected once after
+    it, not once per session (25 full collections in a row held every frame for 7 s)."""
+    import asyncio
+    import gc
+
+    from embviz.app import server
+
+    calls: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(1) or 0)
+    monkeypatch.setattr(server, "RELEASE_DELAY", 0.05)
+
+    async def close(n: int) -> None:
+        for _ in range(n):
+            server.release_memory()
+        assert len(calls) == before  # nothing collected on the turn that closed them
+        for _ in range(500):
+            if len(calls) > before:
+                break
+            await asyncio.sleep(0.01)
+
+    before = 0
+    asyncio.run(close(25))
+    assert calls == [1]
+    before = 1
+    asyncio.run(close(3))  # a later batch gets its own collection
+    assert calls == [1, 1]

@@ -203,7 +203,13 @@ class MapPanel(pn.viewable.Viewer):
             f"{f.points:,} of {self.map.store.n:,} points in view{extra} · "
             f"frame {1000 * result.seconds:.0f} ms · {result.bytes / 1000:.0f} KB"
         )
-        s.frame_shown(f.view, status)
+        if result.request.view is self.map.view:
+            s.frame_shown(f.view, status)
+        else:
+            # A frame for a view the plot has left (a newer one is rendering): only its status.
+            # Writing its view back would move the plot to it, and the next frame back again:
+            # two views ping-ponged at ~50 frames/s (tests/test_hostile_session.py).
+            s.status = status
         if s.doc is None:
             # A notebook: Bokeh models changed outside Panel's own updates (a filter or a
             # selection set from a cell) reach the page only when pushed.

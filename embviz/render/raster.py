@@ -109,22 +109,6 @@ def _nonempty(view: View) -> View:
     return View(x0, x1, y0, y1)
 
 
-def _dynspread(img, *, threshold: float, max_px: int):
-    """Datashader's ``dynspread`` rule (spread by the largest px, up to ``max_px``, that keeps
-    the density under ``threshold``) with the density estimated on every other row."""
-    import datashader.transfer_functions as tf
-
-    from .kernels import rgba_density
-
-    data = np.ascontiguousarray(img.data, dtype=np.uint32)
-    chosen = 0
-    for px in range(1, max_px + 1):
-        if rgba_density(data, px * 2, 2) > threshold:
-            break
-        chosen = px
-    return tf.spread(img, px=chosen) if chosen else img
-
-
 def _numeric_span(values: np.ndarray) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if not len(finite):
@@ -331,10 +315,12 @@ class Renderer:
         else:
             counts = {"": int(agg.values.sum())}
             img = tf.shade(agg, cmap=colorcet.fire[40:], how="eq_hist", alpha=alpha, min_alpha=60)
+        from .kernels import dynspread_image, spread_image
+
         if style.point_size > 0:
-            img = tf.spread(img, px=int(style.point_size))
+            img = spread_image(img, int(style.point_size))
         if style.dynspread:
-            img = _dynspread(img, threshold=0.5, max_px=3)
+            img = dynspread_image(img, threshold=0.5, max_px=3)
         return img, counts, span
 
     def render(
