@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from embviz.loadtest import Person, doc_objects
 
-__all__ = ["HostileSession", "find_models", "number"]
+__all__ = ["HostileSession", "encode", "find_models", "number"]
 
 
 def number(value: float) -> float | dict:
@@ -42,6 +42,18 @@ def number(value: float) -> float | dict:
         return {"type": "number", "value": "nan"}
     if math.isinf(value):
         return {"type": "number", "value": "+inf" if value > 0 else "-inf"}
+    return value
+
+
+def encode(value):
+    """``value`` as BokehJS serializes a plain object: dicts as Bokeh map records (a bare
+    ``{"id": ...}`` would be read as a reference to a model), NaN and infinities as numbers."""
+    if isinstance(value, dict):
+        return {"type": "map", "entries": [[k, encode(v)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, float):
+        return number(value)
     return value
 
 
@@ -181,6 +193,16 @@ class HostileSession(Person):
     async def click(self, button_id: str) -> None:
         """Press the button ``button_id`` (Bokeh's ``button_click`` event)."""
         await self._event("button_click", [["model", {"id": button_id}]])
+
+    async def event(self, name: str, values: list) -> None:
+        """Send the Bokeh event ``name`` with ``values`` as given (``[[key, value], ...]``,
+        unencoded: a malformed message is the point)."""
+        await self._event(name, values)
+
+    async def message(self, model_id: str, data) -> None:
+        """Send component ``model_id`` a message from its page script (Panel's ``esm_event``:
+        what the image grid sends on a card click or ctrl-click), with any ``data``."""
+        await self._event("esm_event", [["model", {"id": model_id}], ["data", encode(data)]])
 
     async def upload(
         self, model_id: str, data: bytes, *, filename: str = "x.png", mime_type: str = "image/png"

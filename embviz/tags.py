@@ -76,6 +76,9 @@ MAX_USER_CHARS = 100
 log = logging.getLogger(__name__)
 _CUSTOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
 _VALUE_WHAT = {"relabel": "the new label", "note": "the note's text"}
+#: Characters a value may not hold: control characters (tab and line breaks are text) and the
+#: bidirectional overrides that make text read differently from what it holds.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def tag_order(names) -> list[str]:
@@ -120,6 +123,18 @@ def _check_value(tag: str, value: Any) -> str | None:
         )
     if tag in VALUE_TAGS and not value.strip():
         raise TagError(f"tag {tag!r} needs a non-empty value ({_VALUE_WHAT[tag]})")
+    bad = _CONTROL_RE.search(value)
+    if bad:
+        raise TagError(
+            f"tag {tag!r}: value {value[:40]!r} holds the control character {bad.group()!r} "
+            f"at character {bad.start()}; values are plain text"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a JSON "\ud800"
+        raise TagError(
+            f"tag {tag!r}: value {value[:40]!r} is not valid text (character {exc.start})"
+        ) from None
     return value
 
 

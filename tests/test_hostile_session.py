@@ -81,6 +81,7 @@ def _unhandled(log: str) -> list[str]:
     # A session closed while a reply is on its way is the client's doing, not an error.
     ok = re.compile(
         r"WebSocket connection (opened|closed)|search warm-up|Failed sending message as connection was closed"
+        r"|refused a (value|message) from a page"
     )
     return [line for line in log.splitlines() if bad.search(line) and not ok.search(line)]
 

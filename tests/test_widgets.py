@@ -150,6 +150,21 @@ def test_opened_refires_for_the_same_id():
     assert panel.grid.items[0]["caption"] == "d = 0.5"
 
 
+def test_clicks_and_marks_count_only_for_cards_on_the_page():
+    """A page can send any id: only the current page's cards open or get marked."""
+    panel = SelectionGrid(ids=np.arange(100, 130))  # page 0 shows 100..111
+    for card in (10**30, -5, 125, 7):
+        panel.grid._handle_msg({"action": "click", "id": card})
+        panel.grid._handle_msg({"action": "mark", "id": card})
+    assert panel.opened == -1 and panel.marked == []
+    panel.grid._handle_msg({"action": "mark", "id": 103})
+    panel.grid._handle_msg({"action": "click", "id": 104})
+    assert panel.marked == [103] and panel.opened == 104
+    detail = DetailPanel(neighbours=[{"id": 9, "label": "n", "src": "", "distance": 0.5}])
+    detail.grid._handle_msg({"action": "click", "id": 10**30})
+    assert detail.opened == -1  # the neighbours' grid too
+
+
 def test_python_built_html_is_escaped():
     grid = SelectionGrid(ids=[1, 2], labels=[XSS, "ok"], title=XSS)
     panel = DetailPanel(

@@ -212,9 +212,10 @@ def __getattr__(name: str) -> Any:
     # access (not a plain list) so that reading it records that this server has the routes:
     # the page can then tell a server started without them, which tornado's routing cannot.
     if name == "ROUTES":
-        from .throttle import install
+        from . import guard, throttle
 
-        install()  # one session's flood of events waits in its own socket
+        throttle.install()  # one session's flood of events waits in its own socket
+        guard.install()  # what a page sends that is refused: one line, never a traceback
         if _processes() > 1:
             _preload()  # the processes fork from this one: what it loads, they share
         else:  # (forked processes start the schedule in one of them, with its first page)

@@ -176,6 +176,10 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
 
     import panel as pn
 
+    from . import guard
+
+    guard.install()  # also without the routes plugin: refused values are one log line
+
     from . import routes
     from .explorer import Explorer
 

@@ -23,6 +23,18 @@ td.embviz-num { text-align: right; font-variant-numeric: tabular-nums; width: 1%
 """
 
 
+def on_grid(grid, card) -> bool:
+    """Whether ``card`` is the id of one of ``grid``'s cards (a hostile page can send any id)."""
+    return any(item["id"] == card for item in grid.items)
+
+
+def open_card(target: param.Parameterized, grid) -> None:
+    """Open the card ``grid`` reports clicked on ``target`` (see :func:`reopen`), if it is one
+    of the grid's cards."""
+    if on_grid(grid, grid.clicked):
+        reopen(target, grid.clicked)
+
+
 def reopen(target: param.Parameterized, sample_id: int) -> None:
     """Set ``target.opened`` so that its watchers run even when the id is the same as before."""
     if target.opened == sample_id:

@@ -7,7 +7,7 @@ import html
 import panel as pn
 import param
 
-from ._panes import PANEL_CSS, reopen
+from ._panes import PANEL_CSS, open_card
 from .grid import ImageGrid
 from .markup import Markup
 
@@ -69,7 +69,7 @@ class DetailPanel(pn.viewable.Viewer):
         )
         self._bars = None  # the HoloViews pane, made with the first predictions shown
         self._grid = ImageGrid(columns=4, thumb_px=72)
-        self._grid.param.watch(lambda _: reopen(self, self._grid.clicked), "clicks")
+        self._grid.param.watch(lambda _: open_card(self, self._grid), "clicks")
         self._neighbours_title = Markup(
             '<div class="embviz-heading">Nearest neighbours</div>', stylesheets=[PANEL_CSS]
         )

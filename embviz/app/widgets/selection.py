@@ -11,7 +11,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from ._panes import PANEL_CSS, reopen
+from ._panes import PANEL_CSS, on_grid, open_card
 from .grid import ImageGrid
 from .markup import Markup
 
@@ -102,8 +102,8 @@ class SelectionGrid(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._grid = ImageGrid()
-        self._grid.param.watch(lambda _: reopen(self, self._grid.clicked), "clicks")
+        self._grid = ImageGrid(css_classes=["embviz-image-grid"])
+        self._grid.param.watch(lambda _: open_card(self, self._grid), "clicks")
         self._grid.param.watch(self._on_toggle, "toggled")
         self._header = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
         self._counts = Markup(stylesheets=[PANEL_CSS], sizing_mode="stretch_width")
@@ -139,7 +139,7 @@ class SelectionGrid(pn.viewable.Viewer):
         return max(1, math.ceil(len(self.ids) / self.page_size))
 
     def _on_toggle(self, event) -> None:
-        if event.new is None or event.new < 0:
+        if event.new is None or event.new < 0 or not on_grid(self._grid, event.new):
             return
         self.toggle_mark(int(event.new))
 
