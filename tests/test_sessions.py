@@ -45,6 +45,7 @@ def test_sessions_closing_together_share_one_collection(monkeypatch):
     import gc
 
     from embviz.app import server
+    from embviz.loadtest import run_sync
 
     calls: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda *a: calls.append(1) or 0)
@@ -60,8 +61,8 @@ def test_sessions_closing_together_share_one_collection(monkeypatch):
             await asyncio.sleep(0.01)
 
     before = 0
-    asyncio.run(close(25))
+    run_sync(close(25))  # a loop of its own (Playwright's may run in this thread)
     assert calls == [1]
     before = 1
-    asyncio.run(close(3))  # a later batch gets its own collection
+    run_sync(close(3))  # a later batch gets its own collection
     assert calls == [1, 1]
