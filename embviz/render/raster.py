@@ -184,9 +184,6 @@ class Renderer:
         columns with at most ``MAX_STACKED_CATEGORIES`` values give an (H, W, k) count stack;
         more give an (H, W, 2) stack of (count, top code).
         """
-        import datashader as dsh
-        import pandas as pd
-
         s = self.store
         stacked = mode == "category" and len(s.categories(color_by)) <= MAX_STACKED_CATEGORIES
         # Hiding categories re-aggregates only in the many-category layout.
@@ -210,6 +207,11 @@ class Renderer:
                 self.answered_by = type(source).__name__
                 return agg
         self.answered_by = "local"
+        # Imported here, not above: a frame the pyramid answers never loads Datashader (1.2-2 s
+        # of a fresh server's first frame at 50M points).
+        import datashader as dsh
+        import pandas as pd
+
         extra = {}
         if mode == "category":
             extra["c"] = s.categorical[color_by][0]
@@ -250,9 +252,8 @@ class Renderer:
 
     # -- shading (style parameters) -------------------------------------------------------
     def shade(self, agg, *, mode: Mode, color_by: str | None, style: Style):
-        """A datashader Image of ``agg`` drawn with ``style``; returns ``(image, counts, span)``."""
-        import colorcet
-        import datashader.transfer_functions as tf
+        """An RGBA image (uint32 DataArray, datashader's layout) of ``agg`` drawn with ``style``;
+        returns ``(image, counts, span)``."""
         import xarray as xr
 
         alpha = int(round(255 * min(max(style.opacity, 0.05), 1.0)))
@@ -287,7 +288,7 @@ class Renderer:
                     np.empty(values.shape[:2], dtype=np.uint32),
                 )
             plane = agg.isel(c=0)
-            img = tf.Image(rgba, coords=plane.coords, dims=plane.dims)
+            img = xr.DataArray(rgba, coords=plane.coords, dims=plane.dims)
         elif mode == "category":
             from .kernels import alpha_lut
 
@@ -302,8 +303,10 @@ class Renderer:
             rgba[..., 3] = alpha_lut(n, min_alpha=min(60, alpha), max_alpha=alpha)[
                 np.minimum(n, 1 << 16)
             ]
-            img = tf.Image(rgba.view(np.uint32)[..., 0], coords=count.coords, dims=count.dims)
+            img = xr.DataArray(rgba.view(np.uint32)[..., 0], coords=count.coords, dims=count.dims)
         elif mode == "numeric":
+            import datashader.transfer_functions as tf
+
             span = self._spans.get(color_by)
             if span is None:
                 span = self._spans[color_by] = _numeric_span(self.store.numeric[color_by])
@@ -313,6 +316,9 @@ class Renderer:
                 agg["v"], cmap=cmap, how="linear", span=span, alpha=alpha, min_alpha=alpha
             )
         else:
+            import colorcet
+            import datashader.transfer_functions as tf
+
             counts = {"": int(agg.values.sum())}
             img = tf.shade(agg, cmap=colorcet.fire[40:], how="eq_hist", alpha=alpha, min_alpha=60)
         from .kernels import dynspread_image, spread_image
