@@ -32,10 +32,31 @@ GOALS = {
     "raster.frame_fixed_ms": "<= 15 ms",
     "raster.full_view_seconds": "<= 1 s at 200M+ (any view)",
     "raster.zoom_1pct_seconds": "<= 1 s at 200M+ (any view)",
+    "reliability.unhandled_errors": "0",
+    "reliability.other_session_p95_ratio": "<= 1.2 (attack over quiet)",
+    "soak.rss_growth_fraction": "<= 0.05",
+    "soak.p95_drift_fraction": "<= 0.2",
+    "soak.tags_lost": "0",
+    "soak.reports_missed": "0",
+    "soak.unhandled_errors": "0",
 }
 
 NOTES = """
 ## How each number is measured
+
+- Issue 17 records: `reliability.*` (`benchmarks/bench_reliability.py`, in `make bench`): one
+  person pans a 1M-point map alone, then while two hostile pages send every hostile input of
+  `tests/test_hostile_session.py` and `tests/test_hostile_curate.py` round after round and a
+  third opens pages with hostile URL state every 2 s; the person's p95 frame round trip in each
+  phase and their ratio, the events sent, the error lines in the server's log. `soak.*`
+  (`benchmarks/bench_soak.py`, not in `make bench`: it runs for hours): `EMBVIZ_SOAK_MINUTES=120
+  .venv/bin/python benchmarks/run.py --only soak`. 10 scripted websocket people pan, zoom,
+  box-select, tap, tag (a new custom tag per person at most once a minute, acknowledged by the
+  page's "Tagged ... on N samples") and download the grid, on a 1M-point map whose server writes
+  a report every 5 minutes. Memory growth is the last 10 minutes' largest resident sample over
+  the mean of the first 10 minutes' last minute; drift compares the p95 frame round trips of the
+  first and last 10 minutes (a sixth of a shorter run); `soak.tags_lost` counts acknowledged
+  samples missing from the tag store at the end. The run's length is in `params.minutes`.
 
 - Issue 16 records: `serve.first_frame_seconds` with `stat=p95` is the 95th percentile of the
   seconds from connecting to the first frame over N people opening at the same instant (with

@@ -39,6 +39,7 @@ SUITES = (
     "dask_raster",
     "page",
     "pyramid",
+    "reliability",
 )
 #: Suites run only when named with --only: ``soak`` runs for hours (EMBVIZ_SOAK_MINUTES).
 OPTIONAL_SUITES = ("soak",)
