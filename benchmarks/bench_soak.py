@@ -210,6 +210,8 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
         alive = server.proc.poll() is None
     finally:
         server.stop()
+    # The series, for looking into a growth or a drift afterwards.
+    (work / "soak-memory.json").write_text(json.dumps([(t - t0, mb) for t, mb in samples]))
     window = min(600.0, minutes * 60 / 6)
     frames = np.array(log["frames"], dtype=float).reshape(-1, 2)
     first = frames[frames[:, 0] - t0 <= window, 1]
