@@ -119,7 +119,7 @@ def open_explorer(page, url: str, ready: re.Pattern = DEMO_STATUS) -> None:
     """Load the explorer at ``url`` and wait until its status line (``ready``) and map show."""
     page.goto(url)
     page.get_by_text(ready).first.wait_for(timeout=90_000)
-    page.locator("canvas").first.wait_for(state="visible", timeout=30_000)
+    page.locator(".embviz-map canvas").first.wait_for(state="visible", timeout=30_000)
 
 
 def status(page, pattern: re.Pattern = DEMO_STATUS) -> str:
@@ -133,8 +133,8 @@ def in_view(text: str) -> int:
 
 
 def map_box(page) -> dict:
-    """The bounding box of the 2D map (the page's first canvas)."""
-    return page.locator("canvas").first.bounding_box()
+    """The bounding box of the 2D map (the first canvas of its pane)."""
+    return page.locator(".embviz-map canvas").first.bounding_box()
 
 
 def wheel_zoom(page, x: float, y: float, *, notches: int = 1) -> str:

@@ -45,6 +45,9 @@ class Explorer(pn.viewable.Viewer):
         self._status = Markup(
             html.escape(self.session.status),
             sizing_mode="stretch_width",
+            # Its line's height from the start: a map laid out before the first status arrives
+            # would otherwise keep a canvas 20 px taller than its pane, under the status line.
+            min_height=24,
             css_classes=["embviz-status"],
         )
         self.session.param.watch(
@@ -108,6 +111,14 @@ class Explorer(pn.viewable.Viewer):
         from .compare_view import SplitCompare
 
         return SplitCompare(self.session)
+
+    @cached_property
+    def series(self):
+        """The player over the current map's series (checkpoints, layers) and the motion
+        switches."""
+        from .series_panel import SeriesPanel
+
+        return SeriesPanel(self.session)
 
     @cached_property
     def model(self):
@@ -222,6 +233,7 @@ class Explorer(pn.viewable.Viewer):
         return pn.Column(
             pn.widgets.Select.from_param(s.param.embedding, label="Embedding"),
             pn.widgets.Select.from_param(s.param.projection, label="Projection"),
+            self.series,
             *three_d,
             pn.widgets.Select.from_param(s.param.color_by, label="Colour by"),
             self.legend,

@@ -11,7 +11,7 @@ from typing import Any
 
 from embviz.render.store import View
 
-__all__ = ["MapFigure", "map_figure"]
+__all__ = ["MapFigure", "home_view", "map_figure"]
 
 
 @dataclass
@@ -36,6 +36,15 @@ class MapFigure:
     label_src: Any
     #: lines drawn over the map (``xs``, ``ys``)
     contour_src: Any
+    #: the listed samples' paths across a series of maps (``xs``, ``ys``, ``id``)
+    trail_src: Any = None
+
+
+def home_view(extent: View) -> View:
+    """What a new map shows of ``extent``: all of it plus a 3% margin on each side."""
+    e = extent
+    pad_x, pad_y = (e.x1 - e.x0) * 0.03 or 1.0, (e.y1 - e.y0) * 0.03 or 1.0
+    return View(e.x0 - pad_x, e.x1 + pad_x, e.y0 - pad_y, e.y1 + pad_y)
 
 
 def map_figure(extent: View) -> MapFigure:
@@ -54,13 +63,12 @@ def map_figure(extent: View) -> MapFigure:
     )
     from bokeh.plotting import figure
 
-    e = extent
-    pad_x, pad_y = (e.x1 - e.x0) * 0.03 or 1.0, (e.y1 - e.y0) * 0.03 or 1.0
+    home = home_view(extent)
     wheel = WheelZoomTool()
     box, lasso = BoxSelectTool(), LassoSelectTool()
     fig = figure(
-        x_range=(e.x0 - pad_x, e.x1 + pad_x),
-        y_range=(e.y0 - pad_y, e.y1 + pad_y),
+        x_range=(home.x0, home.x1),
+        y_range=(home.y0, home.y1),
         tools=[PanTool(), wheel, box, lasso, ResetTool()],
         active_scroll=wheel,
         sizing_mode="stretch_both",
@@ -150,6 +158,8 @@ def map_figure(extent: View) -> MapFigure:
         hover_line_color="#000000",
         hover_line_width=2,
     )
+    trail_src = ColumnDataSource({"xs": [], "ys": [], "id": []})
+    fig.multi_line("xs", "ys", source=trail_src, line_color="#555555", line_alpha=0.5)
     contour_src = ColumnDataSource({"xs": [], "ys": []})
     fig.multi_line("xs", "ys", source=contour_src, line_color="#333333", line_alpha=0.6)
     label_src = ColumnDataSource({"x": [], "y": [], "text": [], "size": [], "font": []})
@@ -195,4 +205,5 @@ def map_figure(extent: View) -> MapFigure:
         cell_src,
         label_src,
         contour_src,
+        trail_src,
     )

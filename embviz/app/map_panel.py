@@ -16,12 +16,14 @@ import param
 from embviz.render.overlay import IMAGE_BUDGET
 from embviz.render.thumbcache import dataset_thumbs, thumb_cache
 
-from .mapview import MapResult, MapView
+from .mapview import HIGHLIGHT_LIMIT, MapResult, MapView
 from .session import Session
 from .widgets import Legend
 
 __all__ = ["MapPanel"]
 
+#: Most listed samples whose paths across a series are drawn.
+TRAIL_LIMIT = 200
 _STYLE = ["color_by", "point_size", "opacity", "dynspread", "hidden", "difference"]
 #: Session parameters that change what an image map or its overlays draw.
 _MAP = ["map_mode", "cell_px", "cluster_labels", "contours"]
@@ -49,7 +51,9 @@ class MapPanel(pn.viewable.Viewer):
         self.annotate = annotate
         self.legend = Legend(title="")
         self.legend.param.watch(lambda e: setattr(session, "hidden", list(e.new)), "hidden")
-        self.pane = pn.pane.Bokeh(sizing_mode="stretch_both", min_height=640)
+        self.pane = pn.pane.Bokeh(
+            sizing_mode="stretch_both", min_height=640, css_classes=["embviz-map"]
+        )
         self.map: MapView | None = None
         session.on_detach(self._detach)
         self._build()
@@ -59,6 +63,9 @@ class MapPanel(pn.viewable.Viewer):
         session.param.watch(self._filter, ["filters"])
         session.param.watch(self._follow_view, ["view"])
         session.param.watch(self._outline, ["grid_ids"])
+        session.param.watch(self._draw_trails, ["trails", "grid_ids", "projection"])
+        #: the last :class:`~embviz.app.motion.Motion` (frames, fps, bytes), or None
+        self.motion = None
 
     # -- building -------------------------------------------------------------------------------
     def _build(self, *_events) -> None:
@@ -71,6 +78,9 @@ class MapPanel(pn.viewable.Viewer):
             # page drop models that its pending events still name).
             self.map.set_store(store)
             self._filter()
+            return
+        if self.map is not None and self._moves_to(store):
+            self._move_to(store)
             return
         self.map = MapView(
             store,
@@ -99,7 +109,77 @@ class MapPanel(pn.viewable.Viewer):
         # In a server session the first frame renders on the pool and arrives over the
         # websocket, so the page is sent at once; elsewhere (tests, scripts) it renders now. A
         # frame another session already rendered (the same first view) goes out with the page.
-        self.map.refresh(wait=self.map.doc is None or self.map.frame_ready())
+        self.map.refresh(wait=self.map.doc is None or self._frame_ready())
+
+    # -- moving to another map of the same samples -------------------------------------------------
+    def _moves_to(self, store) -> bool:
+        old = self.map.store
+        return (
+            self.session.animate
+            and self.map.doc is not None
+            and old.dims == store.dims == 2
+            and abs(old.n - store.n) <= 0.01 * max(old.n, store.n)
+        )
+
+    def _move_to(self, store) -> None:
+        from .map_figure import home_view
+        from .motion import Motion
+
+        s = self.session
+        old, target = self.map.store, home_view(store.extent)
+        keys = {m.key.split("/", 1)[1] for m in s.series()}
+        if s.view and len(s.view) == 4:  # set from outside (the URL): the old map's is cleared
+            from embviz.render.store import View
+
+            target = View(*map(float, s.view))
+        elif old.key in keys and self.map.view != home_view(old.extent):
+            target = self.map.view  # an aligned series: the same place on the next member
+        member = next((m for m in s.series() if m.key == f"projections/{s.projection}"), None)
+        label = f"{member.member} ({member.index + 1} of {member.size})" if member else s.projection
+        self.motion = Motion(
+            self.map,
+            store,
+            target,
+            mask=s.mask_for(store),
+            follow=s.shown_ids[:HIGHLIGHT_LIMIT] if s.grid_ids is not None else None,
+            on_frame=lambda result, p: setattr(
+                s,
+                "status",
+                f"moving to {label}: {result.frame.points:,} of {store.n:,} points · {p:.0%} · "
+                f"frame {1000 * result.seconds:.0f} ms · {result.bytes / 1000:.0f} KB",
+            ),
+            on_done=self._moved,
+        )
+        self.motion.start()
+
+    def _moved(self, motion) -> None:
+        s = self.session
+        self.map.mask_key = (s.filter_key, id(motion.store))
+        self.map.highlight_rows = self._rows(motion.store)
+        self._draw_trails()
+
+    def _draw_trails(self, *_events) -> None:
+        s = self.session
+        if self.map is None:
+            return
+        data = {"xs": [], "ys": [], "id": []}
+        members = s.series() if s.trails and s.grid_ids is not None else []
+        if members:
+            from embviz.render.transition import trail_paths
+
+            stores = [s.store_for(m.key.split("/", 1)[1]) for m in members]
+            data = trail_paths(stores, s.shown_ids[:TRAIL_LIMIT])
+        if data["xs"] or len(self.map.trail_src.data["xs"]):
+            self.map.trail_src.data = data
+
+    def _frame_ready(self) -> bool:
+        """Whether the map's current frame is rendered already (frames are shared per process)."""
+        from embviz.render import framecache
+
+        req = self.map.request()
+        key = (req.view, req.width, req.height, req.mode, req.color_by, req.style)
+        plain = req.map_mode == "points" and self.map.mask is None
+        return plain and framecache.has(self.map.store, key)
 
     def _detach(self) -> None:
         if self.map is not None:
@@ -181,7 +261,7 @@ class MapPanel(pn.viewable.Viewer):
         mode, col = s.color_mode()
         if mode == "category" and col in self.map.store.categorical:
             self.legend.param.update(
-                items=self.map.legend_items(self.map.store, col, f.counts),
+                items=legend_items(self.map.store, col, f.counts),
                 hidden=[h for h in s.hidden if h in f.counts],
                 title=col,
             )
@@ -222,3 +302,12 @@ class MapPanel(pn.viewable.Viewer):
 
     def __panel__(self):
         return self.pane
+
+
+def legend_items(store, color_by: str, counts: dict[str, int]) -> list[dict]:
+    """Legend entries for a categorical column: name, colour, points in view."""
+    from embviz.render.raster import category_colors
+
+    names = store.categories(color_by)
+    pairs = zip(names, category_colors(len(names)), strict=True)
+    return [{"name": n, "color": c, "count": int(counts.get(n, 0))} for n, c in pairs]

@@ -26,10 +26,11 @@ from embviz.render.overlay import (
     payload_bytes,
     sprites,
 )
-from embviz.render.raster import Renderer, Style, category_colors, palette
+from embviz.render.raster import Renderer, Style, palette
 from embviz.render.store import PointStore, View
 from embviz.render.thumbcache import ThumbSource
 
+from .map_figure import home_view
 from .map_result import DEFAULT_SIZE, NO_THUMBNAILS, Annotate, MapRequest, MapResult
 from .work import Coalescer
 
@@ -38,6 +39,10 @@ __all__ = ["MapRequest", "MapResult", "MapView"]
 log = logging.getLogger(__name__)
 
 HIGHLIGHT_LIMIT = 5000  #: most selected points outlined per frame (an even subsample beyond)
+
+
+def _default_style() -> tuple[str, str | None, Style]:
+    return "category", "label", Style()
 
 
 class MapView:
@@ -91,16 +96,14 @@ class MapView:
         self.mask_key: object = None
         self.highlight_rows: np.ndarray | None = None
         self.last: MapResult | None = None
+        #: the :class:`~embviz.app.motion.Motion` moving this map's points now, or None
+        self.motion = None
         #: renders on the render pool, one in flight, the newest request wins
         self.renders = Coalescer(self.compute, self._apply, name="render")
         self._default_size = (width, height)
-        self._style_fn: Callable[[], tuple[str, str | None, Style]] = lambda: (
-            "category",
-            "label",
-            Style(),
-        )
+        self._style_fn: Callable[[], tuple[str, str | None, Style]] = _default_style
         self.figure = self._make_figure()
-        self.view = store.extent
+        self.view = home_view(store.extent)  # what the figure's ranges show
 
     def set_store(self, store: PointStore) -> None:
         """Draw ``store`` from now on, keeping the figure and the view (the same points with a
@@ -130,11 +133,21 @@ class MapView:
         self.raster_src, self.sprite_src = m.raster_src, m.sprite_src
         self.highlight_src, self.point_src = m.highlight_src, m.point_src
         self.cell_src, self.label_src, self.contour_src = m.cell_src, m.label_src, m.contour_src
+        self.trail_src = m.trail_src
         self.color_mapper, self.color_bar = m.color_mapper, m.color_bar
         m.figure.on_event(RangesUpdate, self._on_ranges)
         m.figure.on_event(SelectionGeometry, self._on_selection)
         m.figure.on_event(Tap, self._on_tap)
+        m.figure.on_change("inner_width", lambda attr, old, new: self._on_resize())
+        m.figure.on_change("inner_height", lambda attr, old, new: self._on_resize())
         return m.figure
+
+    def _on_resize(self) -> None:
+        """Draw again at the plot's size once the page reports it (the first frame is drawn at
+        DEFAULT_SIZE, and the browser scales it until then)."""
+        last = self.last.request if self.last is not None else None
+        if last is not None and (last.width, last.height) != self._size():
+            self.refresh()
 
     # -- requests ----------------------------------------------------------------------------
     def set_style_source(self, fn: Callable[[], tuple[str, str | None, Style]]) -> None:
@@ -147,8 +160,8 @@ class MapView:
 
         try:
             w, h = self.figure.inner_width, self.figure.inner_height
-        except UnsetValueError:
-            w, h = None, None
+        except UnsetValueError:  # not reported by a page yet
+            w, h = self._default_size
         w, h = w or self._default_size[0], h or self._default_size[1]
         return max(64, min(int(w), 2400)), max(64, min(int(h), 1600))
 
@@ -167,18 +180,12 @@ class MapView:
         With ``wait`` (or no document) the frame is rendered and shown before returning, and
         returned; else it renders in the pool and None is returned.
         """
+        if self.motion is not None:  # anything else to draw ends a motion: the new map shows
+            self.motion.finish()
         if view is not None:
             self.view = view
         req = self.request()
         return self.renders.run(req) if wait else self.renders.submit(req)
-
-    def frame_ready(self) -> bool:
-        """Whether the current view's frame is rendered already (frames are shared per process)."""
-        from embviz.render import framecache
-
-        req = self.request()
-        key = (req.view, req.width, req.height, req.mode, req.color_by, req.style)
-        return req.map_mode == "points" and self.mask is None and framecache.has(self.store, key)
 
     # -- the work ----------------------------------------------------------------------------
     def compute(self, req: MapRequest) -> MapResult:
@@ -314,17 +321,14 @@ class MapView:
         self.last = result
         if self.on_frame:
             self.on_frame(result)
+        self._on_resize()
 
     # -- events from the browser -------------------------------------------------------------
     def _on_ranges(self, event) -> None:
         if None in (event.x0, event.x1, event.y0, event.y1):
             return
-        self.view = View(
-            min(event.x0, event.x1),
-            max(event.x0, event.x1),
-            min(event.y0, event.y1),
-            max(event.y0, event.y1),
-        )
+        x0, x1, y0, y1 = sorted((event.x0, event.x1)) + sorted((event.y0, event.y1))
+        self.view = View(x0, x1, y0, y1)
         self.refresh()
 
     def set_view(self, view: View) -> None:
@@ -343,8 +347,9 @@ class MapView:
         """Store rows inside a Bokeh selection geometry (``rect`` or ``poly``), filters applied."""
         kind = geometry.get("type")
         if kind == "rect":
-            x0, x1 = sorted((geometry["x0"], geometry["x1"]))
-            y0, y1 = sorted((geometry["y0"], geometry["y1"]))
+            x0, x1, y0, y1 = sorted((geometry["x0"], geometry["x1"])) + sorted(
+                (geometry["y0"], geometry["y1"])
+            )
             return self._drop_hidden(self.store.rows_in(View(x0, x1, y0, y1), self.mask))
         if kind == "poly":
             return self._drop_hidden(
@@ -388,13 +393,3 @@ class MapView:
         d2 = ((self.store.x[rows] - x) * sx) ** 2 + ((self.store.y[rows] - y) * sy) ** 2
         best = int(np.argmin(d2))
         return int(rows[best]) if d2[best] <= px * px else None
-
-    @staticmethod
-    def legend_items(store: PointStore, color_by: str, counts: dict[str, int]) -> list[dict]:
-        """Legend entries for a categorical column: name, colour, points in view."""
-        names = store.categories(color_by)
-        colors = category_colors(len(names))
-        return [
-            {"name": n, "color": c, "count": int(counts.get(n, 0))}
-            for n, c in zip(names, colors, strict=True)
-        ]

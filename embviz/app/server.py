@@ -194,8 +194,12 @@ def explorer_page(dataset: str | Path | list[str | Path], *, reports: str | Path
     keys = dataset_keys(dataset if isinstance(dataset, list | tuple) else [dataset])
     key = _chosen(keys)
     links = _dataset_links(keys, key)
+    # A link's map may be of any embedding: the session opens on it (the URL sync below
+    # could only choose among the first embedding's maps).
+    wanted = pn.state.location.query_params.get("projection") if pn.state.location else None
+    first = {"projection": wanted} if isinstance(wanted, str) and len(wanted) < 500 else {}
     try:
-        explorer = Explorer(keys[key])
+        explorer = Explorer(keys[key], **first)
     except Exception as exc:  # a broken dataset must not take the server (or others) down
         import logging
 

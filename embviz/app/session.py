@@ -17,6 +17,7 @@ import param
 from embviz.dataset import Dataset, open_dataset
 from embviz.projections import projection_choices
 
+from .session_series import SeriesActions
 from .session_tags import TagActions
 from .tagcolumn import TAG_COLUMN, tag_column
 from .work import in_background, task_pool
@@ -27,7 +28,7 @@ __all__ = ["NOT_COLOURS", "Session", "projection_choices"]
 NOT_COLOURS = frozenset({"duplicate_group"})
 
 
-class Session(TagActions, param.Parameterized):
+class Session(TagActions, SeriesActions):
     """The state of one person's view of a dataset, and the actions that change it.
 
     Data parameters (projection, colour column, filters) make the map re-aggregate; style
@@ -108,8 +109,10 @@ class Session(TagActions, param.Parameterized):
 
         self._images = ImageLinks(ds, self.images, str(pn.state.base_url or "/").rstrip("/"))
         self.param.embedding.objects = list(groups)
-        if self.embedding not in groups:
-            self.embedding = next(iter(groups))
+        if self.embedding not in groups:  # the embedding of the map asked for, else the first
+            wanted = params.get("projection")
+            found = (e for e, c in groups.items() if wanted in c.values())
+            self.embedding = next(found, next(iter(groups)))
         self._set_projection_objects()
         self.poll_tags()
         self._set_colours()
@@ -159,7 +162,8 @@ class Session(TagActions, param.Parameterized):
         self.param.projection.objects = list(choices.values())
         self.param.projection.names = choices
         if self.projection not in choices.values():
-            self.projection = next(iter(choices.values()))
+            wanted = self._wanted_projection  # a map of this embedding asked for by name
+            self.projection = wanted if wanted in choices.values() else next(iter(choices.values()))
 
     @param.depends("embedding", watch=True)
     def _on_embedding(self) -> None:

@@ -1,0 +1,118 @@
+"""A series of maps in a real browser: play it, watch the points move, end on the static map.
+
+The dataset is the demo's (real digits, the real default model) with its two 2D UMAP maps (of
+layers ``blocks.5`` and ``pooled``) recorded as a layers series, so the test does not depend on
+the training run; the checkpoint series of the demo plays through the same code.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+
+import numpy as np
+import pytest
+from conftest import DEMO_STATUS, PanelServer, map_box, open_explorer, wait_until
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+SERIES = "efficientnet_lite0-layers.umap2d"
+MEMBERS = ["efficientnet_lite0.blocks.5.umap2d", "efficientnet_lite0.pooled.umap2d"]
+MOVING = re.compile(r"^moving to ")
+
+
+@pytest.fixture(scope="module")
+def series_server(demo_dataset, tmp_path_factory):
+    """The demo with its two UMAP maps as a layers series, served."""
+    from embviz.dataset import open_dataset
+    from embviz.series import series_entry
+
+    root = tmp_path_factory.mktemp("series-browser")
+    shutil.copytree(demo_dataset, root / "ds", ignore=shutil.ignore_patterns("tags", "cache"))
+    ds = open_dataset(root / "ds")
+
+    def change(m):
+        for i, p in enumerate(MEMBERS):
+            member = p.removeprefix("efficientnet_lite0.").removesuffix(".umap2d")
+            entry = series_entry(SERIES, "layers", i, member, len(MEMBERS))
+            m["tables"][f"projections/{p}"]["meta"]["series"] = entry
+
+    ds.update_manifest(change)
+    with PanelServer(ds.root, root / "serve.log") as server:
+        yield server
+
+
+def _map_pixels(page) -> np.ndarray:
+    box = map_box(page)
+    png = page.screenshot(
+        clip={
+            "x": box["x"] + 5,
+            "y": box["y"] + 35,
+            "width": box["width"] - 10,
+            "height": box["height"] - 40,
+        }
+    )
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+
+
+def _settled(page, what: str) -> np.ndarray:
+    """The map's pixels once two screenshots 0.5 s apart agree (no frame arriving)."""
+    last = [None]
+
+    def same():
+        now = _map_pixels(page)
+        prev, last[0] = last[0], now
+        page.wait_for_timeout(500)
+        return now if prev is not None and np.array_equal(prev, now) else None
+
+    return wait_until(same, 60, what, page=page)
+
+
+def test_playing_a_series_moves_the_points_and_ends_on_the_static_map(
+    browser, series_server, artifacts
+):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_explorer(page, f"{series_server.url}?projection={MEMBERS[0]}")
+    player = page.locator(".embviz-series-player")
+    player.wait_for(timeout=60_000)
+    page.locator(".embviz-series-caption").get_by_text("1 of 2 layers").wait_for(timeout=30_000)
+    first = _settled(page, "the first member's map")
+
+    # Play: the points move (frames of the motion differ from both ends), then the last member.
+    statuses: list[str] = []
+    frames: list[np.ndarray] = []
+    player.locator("button.play").click()
+    # The first motion of a fresh server may wait for its kernels (warming up beside it).
+    wait_until(lambda: page.get_by_text(MOVING).count() > 0, 90, "the motion", page=page)
+    while page.get_by_text(MOVING).count():
+        statuses.append(page.get_by_text(MOVING).first.inner_text())
+        frames.append(_map_pixels(page))
+    page.locator(".embviz-series-caption").get_by_text("2 of 2 layers").wait_for(timeout=30_000)
+    wait_until(lambda: f"projection={MEMBERS[1]}" in page.url, 30, "the URL", page=page)
+    page.get_by_text(DEMO_STATUS).first.wait_for(timeout=30_000)
+    last = _settled(page, "the last member's map")
+    page.screenshot(path=str(artifacts / "series_1_played.png"))
+    assert statuses, "no frame of the motion was seen"
+    moving = [f for f in frames if not np.array_equal(f, first) and not np.array_equal(f, last)]
+    assert moving, f"the map did not move between members ({len(frames)} frames seen)"
+    assert not np.array_equal(first, last)
+
+    # The static map of the last member (drawn without motion: back to the first member and
+    # forward again with "move the points" off) is the picture the motion ended on.
+    page.locator(".embviz-animate input").click()
+    player.locator("button.first").click()
+    page.locator(".embviz-series-caption").get_by_text("1 of 2 layers").wait_for(timeout=30_000)
+    _settled(page, "the first member's map again")
+    player.locator("button.last").click()
+    page.locator(".embviz-series-caption").get_by_text("2 of 2 layers").wait_for(timeout=30_000)
+    assert not page.get_by_text(MOVING).count()
+    static = _settled(page, "the static map of the last member")
+    page.screenshot(path=str(artifacts / "series_2_static.png"))
+    differ = np.abs(static - last).max(axis=2) > 40
+    assert differ.mean() < 0.0005, f"{differ.mean():.4f} of the map's pixels differ"
+    page.close()
+    assert not errors, errors
