@@ -39,10 +39,23 @@ GOALS = {
     "soak.tags_lost": "0",
     "soak.reports_missed": "0",
     "soak.unhandled_errors": "0",
+    "evolution.transition_fps": ">= 10 at 1M and 10M",
+    "evolution.transition_bytes": "<= 300 KB per frame",
 }
 
 NOTES = """
 ## How each number is measured
+
+- Issue 13 records: `evolution.*` (`benchmarks/bench_evolution.py`, in `make bench`,
+  `.venv/bin/python benchmarks/run.py --only evolution`): a motion between two maps of the same
+  1M / 10M synthetic samples (the second turned a quarter and bent, so every point moves),
+  rendered frame after frame for 4 s as the server does while a map moves (a stratified sample
+  of at most 200,000 points, aggregated, shaded, PNG-encoded at 900x640): frames per second,
+  bytes per frame as sent (PNG in a data URI), and the seconds from asking for a motion to its
+  first frame (the kernels compiled beforehand, as the server's warm-up does). Then the demo's
+  training run: the `cnn` on the 5,000 MNIST digits for 4 epochs (`evolution.train_seconds`,
+  `evolution.test_accuracy` on the held-out split) and `embed --checkpoints` of its 5 checkpoints
+  (`evolution.embed_series_seconds`, with `force`).
 
 - Issue 17 records: `reliability.*` (`benchmarks/bench_reliability.py`, in `make bench`): one
   person pans a 1M-point map alone, then while two hostile pages send every hostile input of

@@ -40,6 +40,7 @@ SUITES = (
     "page",
     "pyramid",
     "reliability",
+    "evolution",
 )
 #: Suites run only when named with --only: ``soak`` runs for hours (EMBVIZ_SOAK_MINUTES).
 OPTIONAL_SUITES = ("soak",)

@@ -9,37 +9,23 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 
 import numpy as np
 import pytest
 from conftest import DEMO_STATUS, PanelServer, map_box, open_explorer, wait_until
 from PIL import Image
+from test_motion import MEMBERS, series_copy
 
 pytestmark = pytest.mark.browser
 
-SERIES = "efficientnet_lite0-layers.umap2d"
-MEMBERS = ["efficientnet_lite0.blocks.5.umap2d", "efficientnet_lite0.pooled.umap2d"]
 MOVING = re.compile(r"^moving to ")
 
 
 @pytest.fixture(scope="module")
 def series_server(demo_dataset, tmp_path_factory):
     """The demo with its two UMAP maps as a layers series, served."""
-    from embviz.dataset import open_dataset
-    from embviz.series import series_entry
-
     root = tmp_path_factory.mktemp("series-browser")
-    shutil.copytree(demo_dataset, root / "ds", ignore=shutil.ignore_patterns("tags", "cache"))
-    ds = open_dataset(root / "ds")
-
-    def change(m):
-        for i, p in enumerate(MEMBERS):
-            member = p.removeprefix("efficientnet_lite0.").removesuffix(".umap2d")
-            entry = series_entry(SERIES, "layers", i, member, len(MEMBERS))
-            m["tables"][f"projections/{p}"]["meta"]["series"] = entry
-
-    ds.update_manifest(change)
+    ds = series_copy(demo_dataset, root / "ds")
     with PanelServer(ds.root, root / "serve.log") as server:
         yield server
 
