@@ -5,22 +5,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from embviz.dataset import Dataset, TableWriter, open_dataset, slugify
-from embviz.errors import DatasetError
+from embviz.errors import ConfigError, DatasetError
 from embviz.models import DEFAULT_MODEL, model_slug
 from embviz.reshape import reshape_label, resolve_reshape
 from embviz.samples import PREDICTIONS
 
-from .embed_parts import earlier_failures, embedder_for, stagers
+from .embed_parts import earlier_failures, embedder_for, staged_dim, stagers
 from .embed_parts import embed_partition as _embed_partition
+from .embed_series import embed_checkpoints, layer_series, series_names, update_series
 from .predict_head import class_names_for, head_fingerprint, publish_head
 from .runner import run_tasks
 
-__all__ = ["EmbedResult", "embed", "list_layers"]
+__all__ = ["EmbedResult", "embed", "embed_tables", "list_layers"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class EmbedResult:
     reused:
         True when every table was already published with the same model, weights, options and
         samples, so nothing ran (``force=True`` re-embeds).
+    series:
+        Series the tables form (:mod:`embviz.series`): checkpoints, or several layers.
     """
 
     tables: list[str]
@@ -56,6 +59,7 @@ class EmbedResult:
     partitions_skipped: int
     failed: list[dict[str, Any]]
     reused: bool = False
+    series: list[str] = field(default_factory=list)
 
 
 def list_layers(
@@ -87,6 +91,8 @@ def embed(
     predict: bool = False,
     class_names: str | Path | None = None,
     top_k: int = 10,
+    checkpoints: str | Path | Sequence[str | Path] | None = None,
+    series: str | None = None,
 ) -> EmbedResult:
     """Embed every sample's image with ``model`` and write one embeddings table per layer.
 
@@ -130,15 +136,86 @@ def embed(
     predict, class_names, top_k:
         Also write the ``predictions`` table of the model's own head (as ``embviz predict
         --source head`` does) from the same forward passes; ``class_names`` as for predict.
+    checkpoints:
+        Embed with each of several weights of ``model`` in turn, one table per checkpoint and
+        layer (``embeddings/<name>-<member>.<layer>``), recorded as a ``checkpoints`` series:
+        a folder of weight files or a list of them, or ``hf:`` revisions; every member is
+        checked before anything is written (see :func:`.embed_series.embed_checkpoints`).
+    series:
+        Name of the series the run writes (default ``<name>-checkpoints``, or ``<name>-layers``
+        for one run writing several layers).
 
     Returns
     -------
     EmbedResult
     """
+    # An open Dataset is re-read: another process may have published tables since.
+    ds = dataset.reload() if isinstance(dataset, Dataset) else open_dataset(dataset)
+    options = dict(
+        layers=layers,
+        reshape=reshape,
+        batch_size=batch_size,
+        image_size=image_size,
+        device=device,
+        threads=threads,
+        scheduler=scheduler,
+        progress=progress,
+        force=force,
+    )
+    if checkpoints is not None:
+        if predict:
+            raise ConfigError(
+                "predict=True writes one predictions table, so it cannot ride an embed over "
+                "checkpoints; run 'embviz predict --source head' on the checkpoint you want"
+            )
+        return embed_checkpoints(
+            ds, model=model, checkpoints=checkpoints, name=name, series=series, **options
+        )
+    return embed_tables(
+        ds,
+        model=model,
+        name=name,
+        series=series,
+        predict=predict,
+        class_names=class_names,
+        top_k=top_k,
+        **options,
+    )
+
+
+def embed_tables(
+    ds: Dataset,
+    *,
+    model: str,
+    layers: Sequence[str] | None,
+    reshape: str | Callable[[Any], Any],
+    batch_size: int,
+    image_size: int | None,
+    device: str,
+    threads: int,
+    scheduler: str | Any | None,
+    name: str | None,
+    progress: bool,
+    force: bool,
+    predict: bool = False,
+    class_names: str | Path | None = None,
+    top_k: int = 10,
+    series: str | None = None,
+    series_meta: dict[str, dict[str, Any]] | None = None,
+    desc: str | None = None,
+    identity: str | None = None,
+) -> EmbedResult:
+    """One model's pass over ``ds``: the work of :func:`embed` for one set of weights.
+
+    ``series_meta`` (``{layer: series entry}``) places each layer's table in a series (the
+    checkpoints runner gives it); without it, several layers form the ``<name>-layers`` series
+    (or ``series``). ``desc`` labels the progress bar. ``identity`` names the model in the
+    tables' fingerprints instead of ``model`` (a checkpoint's table is then reused when its
+    weights match, wherever the file lies). Other parameters as for :func:`embed`.
+    """
     from tqdm.auto import tqdm
 
     t0 = time.time()
-    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     samples = ds.table("samples")
     part_rows = [int(p["rows"]) for p in samples["partitions"]]
     if not part_rows:
@@ -150,10 +227,13 @@ def embed(
     layers = list(dict.fromkeys(layers or [emb.default_layer]))
     emb.check_layers(layers)
     prefix = slugify(name) if name else model_slug(model)
+    whole = series_meta is None  # this run writes its whole series (not one checkpoint's part)
+    if whole:
+        series_meta = layer_series(series or f"{prefix}-layers", layers)
     fingerprints = {
         layer: {
             "step": "embed",
-            "model": model,
+            "model": identity or model,
             "layer": layer,
             "reshape": reshape_label(reshape),
             "image_size": image_size,
@@ -173,6 +253,7 @@ def embed(
         published.append((PREDICTIONS, _jsonable(head["fingerprint"])))
     if not force and all(ds.has(k) and ds.meta(k).get("fingerprint") == fp for k, fp in published):
         # Same model, weights, options and samples: the published tables are this run's output.
+        update_series(ds, {keys[k]: e for k, e in series_meta.items()}, exclusive=whole)
         return EmbedResult(
             tables=list(keys.values()),
             rows=ds.table(keys[layers[0]])["rows"],
@@ -182,6 +263,7 @@ def embed(
             partitions_skipped=len(part_rows),
             failed=[],
             reused=True,
+            series=series_names(series_meta),
         )
     writers: dict[str, TableWriter] = {
         layer: ds.writer(keys[layer], fingerprint=fingerprints[layer]) for layer in layers
@@ -209,7 +291,11 @@ def embed(
     todo = sum(part_rows[i] for i in pending)
     if scheduler is None or scheduler == "":
         bar = tqdm(
-            total=todo, desc=f"embed {model}", unit="img", disable=not progress, smoothing=0.1
+            total=todo,
+            desc=desc or f"embed {model}",
+            unit="img",
+            disable=not progress,
+            smoothing=0.1,
         )
         try:
             results = run_tasks(
@@ -222,7 +308,7 @@ def embed(
             _embed_partition,
             pending,
             scheduler=scheduler,
-            desc=f"embed {model}",
+            desc=desc or f"embed {model}",
             unit="img",
             progress=progress,
             weights=[part_rows[i] for i in pending],
@@ -242,12 +328,13 @@ def embed(
                 "model": model,
                 "layer": layer,
                 "reshape": reshape_label(reshape),
-                "dim": _staged_dim(writer),
+                "dim": staged_dim(writer),
                 "weights_sha256": emb.weights_sha256,
                 "image_size": image_size,
                 "device": emb.device,
                 "failed": len(failed),
                 "fingerprint": fingerprints[layer],
+                **({"series": series_meta[layer]} if layer in series_meta else {}),
             }
         )
         tables.append(writer.key)
@@ -273,6 +360,7 @@ def embed(
         partitions_done=len(pending),
         partitions_skipped=len(skipped),
         failed=failed,
+        series=series_names(series_meta),
     )
     params = {
         "model": model,
@@ -300,15 +388,10 @@ def embed(
         },
     )
     ds.reload()
+    if whole:
+        update_series(ds, {keys[k]: e for k, e in series_meta.items()}, exclusive=True)
     return result
 
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
-
-
-def _staged_dim(writer: TableWriter) -> int:
-    import pyarrow.parquet as pq
-
-    part = writer.staged_parts()[0]["file"]
-    return int(pq.read_schema(writer.staging / part).field("vector").type.list_size)

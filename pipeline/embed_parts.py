@@ -13,7 +13,14 @@ from embviz.models import cached_embedder
 from .batches import prepared_batches
 from .predict_head import HeadStage
 
-__all__ = ["earlier_failures", "embed_partition", "embedder_for", "set_torch_threads", "stagers"]
+__all__ = [
+    "earlier_failures",
+    "embed_partition",
+    "embedder_for",
+    "set_torch_threads",
+    "staged_dim",
+    "stagers",
+]
 
 _torch_threads_set = False
 
@@ -114,6 +121,14 @@ def embed_partition(
 def stagers(writers: dict[str, TableWriter], head: dict[str, Any] | None) -> list[TableWriter]:
     """Every writer a partition is staged in: the layers' and the head's predictions."""
     return [*writers.values(), *([head["writer"]] if head else [])]
+
+
+def staged_dim(writer: TableWriter) -> int:
+    """The vector dimension of a writer's staged table (from its first partition's schema)."""
+    import pyarrow.parquet as pq
+
+    part = writer.staged_parts()[0]["file"]
+    return int(pq.read_schema(writer.staging / part).field("vector").type.list_size)
 
 
 def earlier_failures(ds: Dataset, writer: TableWriter, index: int) -> list[dict[str, Any]]:

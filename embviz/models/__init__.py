@@ -22,6 +22,7 @@ __all__ = [
     "FAMILIES",
     "MODELS",
     "cached_embedder",
+    "forget_embedder",
     "get_embedder",
     "get_text_encoder",
     "has_text_encoder",
@@ -33,7 +34,10 @@ __all__ = [
 DEFAULT_MODEL = "efficientnet_lite0"
 
 #: Plain model names -> module that loads them.
-MODELS: dict[str, str] = {"efficientnet_lite0": "embviz.models.effnet_lite0"}
+MODELS: dict[str, str] = {
+    "efficientnet_lite0": "embviz.models.effnet_lite0",
+    "cnn": "embviz.models.cnn",  # the demo's small digit CNN; weights=PATH or seeded random
+}
 
 #: Family prefixes (``prefix:<name>``) -> module that loads them, with what ``<name>`` is.
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -115,7 +119,7 @@ def get_embedder(
     Parameters
     ----------
     name:
-        ``efficientnet_lite0`` (default, works offline), ``timm:<name>``, ``hf:<id or folder>``,
+        ``efficientnet_lite0`` (default, works offline), ``cnn`` (the demo's digit CNN), ``timm:<name>``, ``hf:<id or folder>``,
         ``tv:<name>``, or a local Hugging Face folder. Options may follow after ``?``:
         ``timm:resnet18?pretrained=false``.
     device:
@@ -125,7 +129,7 @@ def get_embedder(
         plenty for 28-pixel digits).
     options:
         Family options, e.g. ``pretrained=False`` (timm), ``weights=PATH`` (efficientnet_lite0,
-        a state dict file), ``weights=None`` (tv, random weights). Override query options.
+        cnn: a state dict file), ``weights=None`` (tv, random weights). Override query options.
 
     Raises
     ------
@@ -157,6 +161,18 @@ def cached_embedder(
         if key not in _CACHE:
             _CACHE[key] = get_embedder(name, device=device, image_size=image_size)
         return _CACHE[key]
+
+
+def forget_embedder(
+    name: str = DEFAULT_MODEL, *, image_size: int | None = None, device: str = "auto"
+) -> None:
+    """Drop the :func:`cached_embedder` entry for ``(name, image_size, device)``, if any.
+
+    For runs that load many models in turn (a series of checkpoints), so that each one's
+    memory is freed once its work is done.
+    """
+    with _CACHE_LOCK:
+        _CACHE.pop((name, image_size, device), None)
 
 
 def _family_module(name: str):
