@@ -22,6 +22,7 @@ __all__ = [
     "PredictConfig",
     "ScoreConfig",
     "SourceConfig",
+    "TrainConfig",
     "check_schedule",
     "from_mapping",
     "load_recipe",
@@ -64,11 +65,37 @@ class EmbedConfig:
     predict: bool = False  #: also the head's predictions, from the same forward passes
     class_names: str | None = None
     top_k: int = 10
+    #: a folder of checkpoint files or a list of them (relative: inside the dataset folder),
+    #: or hf: revisions: one embedding per checkpoint, recorded as a series
+    checkpoints: str | list[str] | None = None
+    series: str | None = None  #: the series' name (default <model>-checkpoints / -layers)
+
+
+@dataclass
+class TrainConfig:
+    """The demo's training run (after ingest, before embed); keys are the options of
+    ``embviz train``."""
+
+    model: str = "cnn"  #: the only trainable model: the small digit CNN
+    epochs: int = 4
+    out: str = "checkpoints"  #: checkpoint folder; relative: inside the dataset folder
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 0.002
+
+    def __post_init__(self):
+        if self.model != "cnn":
+            raise ConfigError(
+                f"train: model {self.model!r} cannot be trained here; valid models: ['cnn']"
+            )
+        if self.epochs < 1:
+            raise ConfigError(f"train: epochs must be at least 1, got {self.epochs}")
 
 
 @dataclass
 class ReduceConfig:
-    """One projection; keys are the options of ``embviz reduce``."""
+    """One projection, or with ``series`` one per member of an embedding series; keys are the
+    options of ``embviz reduce``."""
 
     method: str = "umap"
     dims: int = 2
@@ -82,6 +109,16 @@ class ReduceConfig:
     params: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
     partition_rows: int = 1_000_000
+    series: str | None = None  #: project every member of this embedding series, aligned
+    align: str | None = None  #: with series: chain, independent or aligned-umap
+
+    def __post_init__(self):
+        single = ("embedding", "fit_split", "fit_embedding", "fit_dataset", "name")
+        given = [k for k in single if getattr(self, k) is not None]
+        if self.series is not None and given:
+            raise ConfigError(f"reduce: {given[0]!r} applies to one embedding, not to a series")
+        if self.series is None and self.align is not None:
+            raise ConfigError("reduce: 'align' applies to a series; add 'series'")
 
 
 @dataclass
@@ -137,13 +174,14 @@ class ClusterConfig:
 
 @dataclass
 class Recipe:
-    """A pipeline recipe for ``embviz build``: ingest, each embed, each reduce, each index,
-    predict, score, cluster."""
+    """A pipeline recipe for ``embviz build``: ingest, train, each embed, each reduce, each
+    index, predict, score, cluster."""
 
     dataset: str
     source: SourceConfig
     name: str | None = None
     scheduler: str | None = None
+    train: TrainConfig | None = None
     embed: list[EmbedConfig] = field(default_factory=list)
     reduce: list[ReduceConfig] = field(default_factory=list)
     index: list[IndexConfig] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""Run a recipe end to end: ingest, embed, reduce, index, predict, score and cluster steps."""
+"""Run a recipe end to end: ingest, train, embed, reduce, index, predict, score and cluster steps."""
 
 from __future__ import annotations
 
@@ -58,12 +58,26 @@ def build(
     steps: list[Any] = [
         ingest(out, source=source_path, name=recipe.name, progress=progress, **source)
     ]
+    if recipe.train is not None:  # before embed: its checkpoints are embedded as a series
+        from .train_demo import train_cnn
+
+        opts = dataclasses.asdict(recipe.train)
+        opts.pop("model")  # "cnn": TrainConfig checks it
+        steps.append(train_cnn(out, opts.pop("out"), progress=progress, **opts))
     for opts in recipe.embed:
         steps.append(embed(out, scheduler=scheduler, progress=progress, **dataclasses.asdict(opts)))
     for opts in recipe.reduce:
-        steps.append(
-            reduce(out, scheduler=scheduler, progress=progress, **dataclasses.asdict(opts))
-        )
+        kwargs = dataclasses.asdict(opts)
+        series = kwargs.pop("series")
+        if series is None:
+            kwargs.pop("align")
+            steps.append(reduce(out, scheduler=scheduler, progress=progress, **kwargs))
+            continue
+        from .reduce_series import reduce_series
+
+        for key in ("embedding", "fit_split", "fit_embedding", "fit_dataset", "name"):
+            kwargs.pop(key)  # None: ReduceConfig refuses them with a series
+        steps.append(reduce_series(out, series, scheduler=scheduler, progress=progress, **kwargs))
     for opts in recipe.index:
         steps.append(index(out, progress=progress, **dataclasses.asdict(opts)))
     if recipe.predict is not None:  # before score: label issues use its probabilities

@@ -1,4 +1,4 @@
-"""The ``embviz`` command line: argparse over the pipeline steps (more commands: cli_data, cli_serve)."""
+"""The ``embviz`` command line: argparse over the pipeline steps (more commands: cli_cluster, cli_data, cli_embed, cli_reduce, cli_serve)."""
 
 from __future__ import annotations
 
@@ -6,32 +6,16 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from embviz.errors import EmbvizError
 from embviz.storage import disk_full
 
-from . import cli_cluster, cli_data, cli_serve
+from . import cli_cluster, cli_data, cli_embed, cli_reduce, cli_serve
 from .cli_data import print_result
 
 __all__ = ["main"]
 
 EMBEDDING_HELP = "embedding name, <model>.<layer> (default: the dataset's first, said on stderr)"
-
-
-def _kv(text: str) -> tuple[str, Any]:
-    """Parse ``key=value`` with a YAML value (``n_neighbors=30``, ``metric=cosine``)."""
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key, yaml.safe_load(value)
-
-
-def _number(text: str) -> float | int:
-    value = float(text)
-    return int(value) if value.is_integer() and value >= 1 else value
 
 
 def _positive(text: str) -> int:
@@ -74,56 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         "off the map and count them)",
     )
 
-    s = sub.add_parser("embed", help="embed every image with a model (resumable)")
-    s.add_argument("dataset")
-    s.add_argument(
-        "--model",
-        default="efficientnet_lite0",
-        help="efficientnet_lite0 (offline default), timm:NAME, hf:ID_OR_FOLDER, tv:NAME",
-    )
-    s.add_argument(
-        "--layer", dest="layers", action="append", help="layer name (repeatable; default pooled)"
-    )
-    s.add_argument("--reshape", default="mean", help="mean, flatten, avg_pool_NxN or cls")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--image-size", type=int, help="resize input to this many pixels")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    s.add_argument("--threads", type=int, default=2, help="decode threads")
-    s.add_argument("--name", help="embedding name prefix (default: the model's slug)")
-    s.add_argument("--scheduler", help="Dask scheduler address to run on a cluster")
-    s.add_argument("--force", action="store_true", help="re-embed even if already done")
-    s.add_argument(
-        "--predict",
-        action="store_true",
-        help="also write the model head's predictions from the same forward passes",
-    )
-    s.add_argument("--class-names", help="with --predict: a file naming the logits")
-    s.add_argument(
-        "--top-k", type=_positive, default=10, help="with --predict: classes kept per sample"
-    )
+    cli_embed.add_commands(sub)  # embed, train
 
     s = sub.add_parser("layers", help="list a model's layers and their output shapes")
     s.add_argument("model")
     s.add_argument("--image-size", type=int)
 
-    s = sub.add_parser("reduce", help="project an embedding to 2D or 3D")
-    s.add_argument("dataset")
-    s.add_argument("--embedding", help=EMBEDDING_HELP)
-    s.add_argument("--method", default="umap", help="pca, umap, tsne, pacmap")
-    s.add_argument("--dims", type=int, default=2, choices=[2, 3])
-    s.add_argument(
-        "--pca", type=_number, help="PCA first: components (int) or variance fraction (0-1)"
-    )
-    s.add_argument("--sample", type=int, default=100_000, help="fit on at most this many rows")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--fit-split", help="fit on this split only (e.g. train), project every row")
-    s.add_argument("--fit-embedding", help="fit on this embedding table, project --embedding")
-    s.add_argument("--fit-dataset", help="fit on a table of another dataset")
-    s.add_argument("--param", action="append", type=_kv, default=[], help="method option key=value")
-    s.add_argument("--name", help="projection name")
-    s.add_argument("--partition-rows", type=int, default=1_000_000)
-    s.add_argument("--scheduler", help="Dask scheduler address")
-    s.add_argument("--force", action="store_true", help="recompute even if already done")
+    cli_reduce.add_commands(sub)  # reduce, also of a series
 
     s = sub.add_parser("index", help="build a nearest-neighbour index and every row's k neighbours")
     s.add_argument("dataset")
@@ -231,6 +172,10 @@ def _run(args: argparse.Namespace) -> int:
         return cli_data.run(args)
     if cmd in cli_cluster.COMMANDS:
         return cli_cluster.run(args)
+    if cmd in cli_embed.COMMANDS:
+        return cli_embed.run(args, progress=progress)
+    if cmd in cli_reduce.COMMANDS:
+        return cli_reduce.run(args, progress=progress)
     if cmd == "ingest":
         from .ingest import ingest
 
@@ -252,26 +197,6 @@ def _run(args: argparse.Namespace) -> int:
             progress=progress,
             force=args.force,
             strict=args.strict,
-        )
-    elif cmd == "embed":
-        from .embed import embed
-
-        r = embed(
-            args.dataset,
-            model=args.model,
-            layers=args.layers,
-            reshape=args.reshape,
-            batch_size=args.batch_size,
-            image_size=args.image_size,
-            device=args.device,
-            threads=args.threads,
-            name=args.name,
-            scheduler=args.scheduler,
-            progress=progress,
-            force=args.force,
-            predict=args.predict,
-            class_names=args.class_names,
-            top_k=args.top_k,
         )
     elif cmd == "layers":
         from .embed import list_layers
@@ -319,27 +244,6 @@ def _run(args: argparse.Namespace) -> int:
             near_threshold=args.near_threshold,
             force=args.force,
             progress=progress,
-        )
-    elif cmd == "reduce":
-        from .reduce import reduce
-
-        r = reduce(
-            args.dataset,
-            embedding=args.embedding,
-            method=args.method,
-            dims=args.dims,
-            pca=args.pca,
-            sample=args.sample,
-            seed=args.seed,
-            fit_split=args.fit_split,
-            fit_embedding=args.fit_embedding,
-            fit_dataset=args.fit_dataset,
-            params=dict(args.param),
-            name=args.name,
-            partition_rows=args.partition_rows,
-            scheduler=args.scheduler,
-            progress=progress,
-            force=args.force,
         )
     elif cmd == "saliency":
         from .saliency import saliency

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from ..errors import ConfigError
 from . import EXACT_SEARCH_MAX, KNNTransformMixin, NeighbourIndex, Reducer
 
-__all__ = ["UMAPReducer"]
+__all__ = ["UMAPReducer", "fit_aligned"]
 
 
 class UMAPReducer(KNNTransformMixin, Reducer):
@@ -43,6 +44,8 @@ class UMAPReducer(KNNTransformMixin, Reducer):
         ``random``: uniform, seeded; fastest and roughest.
 
     A fixed seed makes UMAP run single-threaded: reproducibility over speed.
+    :meth:`fit_from` starts the optimisation from given coordinates instead of ``init`` (a
+    series of maps, each member starting where the previous one ended).
     """
 
     name: ClassVar[str] = "umap"
@@ -55,6 +58,42 @@ class UMAPReducer(KNNTransformMixin, Reducer):
         "transform_neighbors": 10,
         "init": "pca",
     }
+
+    #: Set by :meth:`fit_from` for one fit: start coordinates and learning rate.
+    _start: np.ndarray | None = None
+    _learning_rate: float = 1.0
+
+    def fit_from(
+        self,
+        X: np.ndarray,
+        start: np.ndarray,
+        *,
+        learning_rate: float = 1.0,
+    ) -> UMAPReducer:
+        """Fit on ``X`` with the optimisation starting from ``start`` instead of ``init``.
+
+        Parameters
+        ----------
+        X : (n, d) vectors.
+        start : (n, dims) starting coordinates of X's rows (umap-learn rescales them to a
+            10 x 10 box); the layout of the same samples in a neighbouring map of a series.
+        learning_rate : umap-learn's initial learning rate. The default 1.0 lets points travel
+            far from their start; 0.1 keeps the start's arrangement where the neighbour graph
+            allows, and still lets clusters that the graph joins or splits move.
+
+        Returns self; ``embedding_`` holds X's coordinates.
+        """
+        start = np.asarray(start, dtype=np.float32)
+        if start.shape != (np.asarray(X).shape[0], self.dims) or not np.isfinite(start).all():
+            raise ValueError(
+                f"umap: start must be finite ({np.asarray(X).shape[0]}, {self.dims}) coordinates, "
+                f"got shape {start.shape}"
+            )
+        self._start, self._learning_rate = start, float(learning_rate)
+        try:
+            return self.fit(X)
+        finally:
+            self._start, self._learning_rate = None, 1.0
 
     def _check_options(self) -> None:
         if self.options["transform"] not in ("knn", "umap"):
@@ -82,7 +121,8 @@ class UMAPReducer(KNNTransformMixin, Reducer):
             min_dist=float(o["min_dist"]),
             metric=o["metric"],
             n_epochs=o["n_epochs"],
-            init=o["init"],
+            init=o["init"] if self._start is None else self._start,
+            learning_rate=self._learning_rate,
             random_state=self.seed,
             n_jobs=1,
             transform_seed=self.seed,
@@ -102,3 +142,58 @@ class UMAPReducer(KNNTransformMixin, Reducer):
         if self.options["transform"] == "umap":
             return self._model.transform(X)
         return self._knn_transform(X, self.options["transform_neighbors"])
+
+
+def fit_aligned(
+    Xs: list[np.ndarray], *, dims: int = 2, seed: int = 0, pca=None, **params: Any
+) -> list[UMAPReducer]:
+    """Fit umap-learn's ``AlignedUMAP`` on a sequence of tables of the same samples.
+
+    ``Xs[i]`` holds the vectors of member i of a series, row r being the same sample in every
+    member (the relation between neighbours is the identity). AlignedUMAP optimises all the
+    layouts together with a penalty on each sample's distance to itself in the neighbouring
+    layouts, so points move only where their neighbourhoods change. It has no ``transform``:
+    each returned reducer places further rows by the ``knn`` transform (the weighted mean of
+    the fitted coordinates of their nearest fitted rows in that member).
+
+    Parameters
+    ----------
+    Xs : two or more (n, d_i) arrays with the same n (d_i may differ: layers).
+    dims, seed, pca, **params : as for :class:`UMAPReducer`; ``transform`` must be ``knn``.
+
+    Returns one fitted :class:`UMAPReducer` per member, ``embedding_`` its layout.
+    """
+    import umap
+
+    reducers = [UMAPReducer(dims=dims, seed=seed, pca=pca, **params) for _ in Xs]
+    o = reducers[0].options
+    if o["transform"] != "knn":
+        raise ConfigError(
+            "umap parameter 'transform' must be 'knn' with AlignedUMAP (it cannot transform "
+            f"new rows itself), got {o['transform']!r}"
+        )
+    rows = {np.asarray(X).shape[0] for X in Xs}
+    if len(Xs) < 2 or len(rows) != 1 or min(rows) < 3:
+        raise ValueError(f"AlignedUMAP: need 2+ tables of the same n >= 3 rows, got rows {rows}")
+    Zs = [r._prereduce_fit(np.asarray(X)) for r, X in zip(reducers, Xs, strict=True)]
+    n = Zs[0].shape[0]
+    model = umap.AlignedUMAP(
+        n_components=dims,
+        n_neighbors=max(2, min(int(o["n_neighbors"]), n - 1)),
+        min_dist=float(o["min_dist"]),
+        metric=o["metric"],
+        n_epochs=o["n_epochs"],
+        init=o["init"],
+        random_state=seed,
+        transform_seed=seed,
+    )
+    identity = {i: i for i in range(n)}
+    with warnings.catch_warnings():
+        # AlignedUMAP builds its UMAPs without n_jobs; the seed makes them single-threaded
+        # (as UMAPReducer is) and each one warns that it did.
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        model.fit(Zs, relations=[identity] * (len(Zs) - 1))
+    for r, Z, Y in zip(reducers, Zs, model.embeddings_, strict=True):
+        r.embedding_ = np.ascontiguousarray(Y, dtype=np.float32)
+        r._index = NeighbourIndex(Z, seed=seed, metric=o["metric"])
+    return reducers

@@ -14,6 +14,7 @@ from embviz.errors import EmbvizError
 from . import sections
 from .clusters import section as clusters_section
 from .data import choose_projection, crosstab, load_samples
+from .evolution import section as evolution_section
 from .html import Markup, join, page, tag
 from .index import publish
 
@@ -56,7 +57,8 @@ def write_report(
     (UMAP before PaCMAP, t-SNE, PCA) coloured by label and by split, samples per class and
     split, galleries of the top outliers, duplicate groups and label issues when the samples
     (or a ``scores`` table) carry ``outlier_score`` / ``duplicate_group`` /
-    ``label_issue_score``, the map's named clusters (``embviz cluster``), split drift (density maps per split, and per non-train split the
+    ``label_issue_score``, the map's named clusters (``embviz cluster``), the quality curve of
+    each projection series (``embviz reduce --series``), split drift (density maps per split, and per non-train split the
     ROC AUC of a kNN classifier telling it from train on the map), and the manifest.
 
     Parameters
@@ -106,6 +108,12 @@ def write_report(
     if clusters is not None:  # only when 'embviz cluster' ran: names, sizes, typical images
         parts.append(("clusters", "Clusters", clusters))
         timings["clusters"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    evolution = evolution_section(ds, notes)
+    if evolution is not None:  # only when 'embviz reduce --series' ran: quality per member
+        parts.append(("evolution", "How the representation changes", evolution))
+        timings["evolution"] = time.perf_counter() - tick
 
     table = sections.counts_table(labels, splits, counts)
     summary = tag("p", f"{samples.n:,} samples.", class_="meta")
