@@ -115,6 +115,7 @@ class CloudPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.session = session
         self.cloud = None
+        self._shows: str | None = None  # the 3D projection the cloud shows
         self.hover_card = Markup("", width=150, css_classes=["embviz-hover-card"])
         self.loader: DeckLoader | None = None
         self._layout = pn.Row(sizing_mode="stretch_both")
@@ -147,12 +148,16 @@ class CloudPanel(pn.viewable.Viewer):
             self.session.status = f"3D: the page could not load {event.new}"
 
     def show(self) -> None:
-        """Build (or rebuild for a new projection or budget) and draw the cloud."""
+        """Build (or rebuild for a new projection or budget) and draw the cloud; a new projection
+        of the same samples moves the points instead when :attr:`Session.animate` is on."""
         from .cloud_view import CloudView
 
         s = self.session
         store = s.store3d
         if store is None or not self._deck_ready():
+            return
+        if self._moves_to(store):
+            self._move_to(store)
             return
         if self.cloud is None or self.cloud.store is not store or self.cloud.budget != s.budget3d:
             if s.doc is not None:
@@ -166,14 +171,55 @@ class CloudPanel(pn.viewable.Viewer):
                 store,
                 budget=s.budget3d,
                 on_update=self._on_update,
-                on_tap=lambda row: row is not None and s.open(int(store.ids[row])),
-                on_hover=lambda row: setattr(self.hover_card, "object", self._card(store, row)),
+                # The cloud's store, not this one: the points may move to another map.
+                on_tap=lambda row: row is not None and s.open(int(self.cloud.store.ids[row])),
+                on_hover=lambda row: setattr(
+                    self.hover_card, "object", self._card(self.cloud.store, row)
+                ),
             )
             self.cloud.mask = s.mask_for(store)
             self._colour()
             self._layout.objects = [self.cloud.pane, self.hover_card]
+        self._shows = s.projection3d
         self.cloud.doc = s.doc
         self.cloud.refresh(wait=self.cloud.doc is None)
+
+    # -- moving to another map of the same samples -------------------------------------------------
+    def _moves_to(self, store) -> bool:
+        from .cloud_motion import same_samples
+
+        c, s = self.cloud, self.session
+        return (
+            s.animate
+            and c is not None
+            and c.store is not store
+            and c.budget == s.budget3d
+            and c.last is not None
+            and same_samples(c.store, store, c.store.ids[c.rows])
+        )
+
+    def _move_to(self, store) -> None:
+        from embviz.series import series_of
+
+        from .cloud_motion import CloudMotion
+
+        s, cloud = self.session, self.cloud
+        old, new = (series_of(s.dataset, f"projections/{p}") for p in (self._shows, s.projection3d))
+        aligned = old is not None and new is not None and old.name == new.name
+        cloud.doc = s.doc
+        motion = CloudMotion(
+            cloud,
+            store,
+            mask=s.mask_for(store),
+            color_by=self._colouring(store),
+            # An aligned series keeps the place the user looks at, as the 2D map does.
+            keep_camera=aligned and bool(cloud.view_state),
+        )
+        motion.start()
+        self._shows = s.projection3d
+        names = {v: k for k, v in s.param.projection3d.names.items()}
+        label = names.get(s.projection3d, s.projection3d)
+        s.status = f"3D: {len(motion.ids):,} of {store.n:,} points sent (moving to {label})"
 
     def _card(self, store, row: int | None) -> str:
         """HTML of the card for one point (escaped: data reaches the page only as text)."""
@@ -192,12 +238,16 @@ class CloudPanel(pn.viewable.Viewer):
         if self.cloud is not None:
             self.cloud.doc = None
 
-    def _colour(self) -> None:
+    def _colouring(self, store) -> tuple[str | None, frozenset[str]]:
+        """``(column, hidden)`` colouring ``store``'s points as the session colours its map."""
         mode, col = self.session.color_mode()
         hidden = frozenset(self.session.hidden) if mode == "category" else frozenset()
-        store = self.cloud.store
         known = col in store.categorical or col in store.numeric
-        self.cloud.color_by(col if known else None, hidden=hidden)
+        return (col if known else None), hidden
+
+    def _colour(self) -> None:
+        col, hidden = self._colouring(self.cloud.store)
+        self.cloud.color_by(col, hidden=hidden)
 
     def _restyle(self, *_events) -> None:
         if self.cloud is None or self.session.dims != "3D":

@@ -35,6 +35,7 @@ class CloudUpdate:
     in_view: bool  #: True when the view box held few enough points to send them all
     seconds: float
     nbytes: int
+    store: PointStore | None = None  #: the map sampled (a sample of a map left since is dropped)
 
 
 def fit_view(extent, width: int, height: int) -> dict:
@@ -158,8 +159,11 @@ def _compact_deck() -> type:
     return Deck
 
 
-def pane_spec(frame, view_state: dict, *, point_px: float = 3.0) -> dict:
-    """The spec Panel's DeckGL pane gets: :func:`cloud_deck` as a dict holding ``frame`` itself.
+def pane_spec(
+    frame, view_state: dict, *, point_px: float = 3.0, transitions: dict | None = None
+) -> dict:
+    """The spec Panel's DeckGL pane gets: :func:`cloud_deck` as a dict holding ``frame`` itself,
+    and ``transitions`` (deck.gl's layer transitions, see :mod:`embviz.app.cloud_motion`) if any.
 
     Handed a pydeck Deck, the pane would receive the points as pydeck's list of records and
     rebuild float64 / int64 columns from them in Python on the document's thread: 9.0 MB and
@@ -174,6 +178,8 @@ def pane_spec(frame, view_state: dict, *, point_px: float = 3.0) -> dict:
 
     spec = json.loads(_empty_deck_json(json.dumps(view_state, sort_keys=True), point_px))
     spec["layers"][0]["data"] = frame.set_axis(pd.Index(np.zeros(len(frame), dtype=np.uint8)))
+    if transitions:
+        spec["layers"][0]["transitions"] = transitions
     return spec
 
 
@@ -214,14 +220,16 @@ class CloudView:
         self._hidden_codes = np.empty(0)
         self._hidden_col: str | None = None
         #: samples on the render pool, one in flight, the newest view wins
-        self.updates = Coalescer(self.compute, self._apply, name="3D sample")
+        self.updates = Coalescer(self.compute, self.show, name="3D sample")
         self.rows = np.empty(0, dtype=np.int64)
         self.last: CloudUpdate | None = None
+        #: the :class:`~embviz.app.cloud_motion.CloudMotion` moving the points now, or None
+        self.motion = None
         self.view_state: dict = {}
         self._size = (900, height)
         self._initial = self._fit_view()
         self.pane = pn.pane.DeckGL(
-            self._spec(self._frame(np.empty(0, dtype=np.int64))),
+            self.spec(self.frame_of(np.empty(0, dtype=np.int64))),
             sizing_mode="stretch_width",
             height=height,
             tooltips=False,  # hover shows a card beside the view: no HTML built from data here
@@ -245,8 +253,16 @@ class CloudView:
     def _fit_view(self) -> dict:
         return fit_view(self.store.extent, *self._size)
 
-    def _spec(self, frame) -> dict:
-        return pane_spec(frame, self._initial, point_px=self.point_px)
+    def spec(self, frame, transitions: dict | None = None) -> dict:
+        """The pane's spec showing ``frame`` (:func:`pane_spec` at this view's initial state)."""
+        return pane_spec(frame, self._initial, point_px=self.point_px, transitions=transitions)
+
+    def refit(self, **camera) -> None:
+        """Aim the camera at the whole of :attr:`store` (the pane's initial view state, with
+        ``camera``'s deck.gl keys, e.g. a transition); samples are of the overview until the
+        browser reports its view."""
+        self._initial = {**self._fit_view(), **camera}
+        self.view_state = {}
 
     def _default_colors(self, rows: np.ndarray) -> np.ndarray:
         return np.tile(np.array([[31, 119, 180]], dtype=np.uint8), (len(rows), 1))
@@ -279,7 +295,8 @@ class CloudView:
             self.colors = self._default_colors
             self._hidden_codes = np.empty(0)
 
-    def _frame(self, rows: np.ndarray):
+    def frame_of(self, rows: np.ndarray):
+        """The frame sent for ``rows`` of :attr:`store`: float32 ``x, y, z``, uint8 ``r, g, b``."""
         import pandas as pd
 
         s = self.store
@@ -298,17 +315,16 @@ class CloudView:
     # -- updates --------------------------------------------------------------------------------
     def compute(self, view_state: dict | None) -> CloudUpdate:
         """The sample for ``view_state`` (None or {}: the overview) and the frame to send."""
-        t0 = time.perf_counter()
-        box = (
-            box_from_view_state(view_state, *self._size, self.store.extent) if view_state else None
-        )
-        rows = sample(self.store, box, self.budget, self._visible_mask())
-        frame = self._frame(rows)
+        t0, store = time.perf_counter(), self.store
+        box = box_from_view_state(view_state, *self._size, store.extent) if view_state else None
+        rows = sample(store, box, self.budget, self.visible_mask())
+        frame = self.frame_of(rows)
         nbytes = int(sum(frame[c].to_numpy().nbytes for c in frame.columns))
         in_view = box is not None and len(rows) < self.budget
-        return CloudUpdate(rows, frame, in_view, time.perf_counter() - t0, nbytes)
+        return CloudUpdate(rows, frame, in_view, time.perf_counter() - t0, nbytes, store)
 
-    def _visible_mask(self) -> np.ndarray | None:
+    def visible_mask(self) -> np.ndarray | None:
+        """The rows of :attr:`store` a sample may hold: :attr:`mask` without hidden classes."""
         if not len(self._hidden_codes):
             return self.mask
         codes = self.store.categorical[self._hidden_col][0]
@@ -324,11 +340,17 @@ class CloudView:
         state = dict(self.view_state)
         return self.updates.run(state) if wait else self.updates.submit(state)
 
-    def _apply(self, update: CloudUpdate) -> None:
-        """Send an update to the pane (on the document's thread, via :attr:`updates`, which
-        drops an update older than the one on screen)."""
+    def show(self, update: CloudUpdate, *, transitions: dict | None = None) -> None:
+        """Send an update to the pane, on the document's thread (:attr:`updates` drops one older
+        than the one on screen); ``transitions``: deck.gl's, while :attr:`motion` moves points."""
+        if update.store is not None and update.store is not self.store:
+            return  # sampled from the map shown before a motion
+        if self.motion is not None and transitions is None:
+            # A new sample is no motion: deck.gl's transitions go off before it comes.
+            self.motion = None
+            self.pane.object = self.spec(self.last.frame)
         self.rows = update.rows
-        self.pane.object = self._spec(update.frame)
+        self.pane.object = self.spec(update.frame, transitions)
         self.last = update
         if self.on_update:
             self.on_update(update)
@@ -341,7 +363,8 @@ class CloudView:
         self.view_state = {
             k: state[k] for k in ("target", "zoom", "rotationX", "rotationOrbit") if k in state
         }
-        self.refresh()
+        if self.motion is None or not self.motion.running:  # else its end samples this view
+            self.refresh()
 
     def _row_at(self, state: dict) -> int | None:
         index = (state or {}).get("index")
@@ -365,4 +388,4 @@ class CloudView:
             else None
         )
         box = box or self.store.extent
-        return self.store.rows_in(box, self._visible_mask())
+        return self.store.rows_in(box, self.visible_mask())
