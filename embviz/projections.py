@@ -17,10 +17,18 @@ def projection_dims(ds, projection: str) -> int:
 def projection_choices(ds, dims: int = 2) -> dict[str, dict[str, str]]:
     """Projections with ``dims`` dimensions grouped by source embedding:
     ``{embedding: {label: projection}}``, neighbour-preserving methods (UMAP, PaCMAP, t-SNE)
-    before PCA and anything else, then by name."""
+    before PCA and anything else, maps of a series after the others, then by name."""
     groups: dict[str, dict[str, str]] = {}
     flat = [p for p in ds.projections if projection_dims(ds, p) == dims]
-    flat.sort(key=lambda p: (RANK.get(ds.meta(f"projections/{p}").get("method"), 4), p))
+    # Maps in a series (one per checkpoint or layer) after the others: a dataset opens on its
+    # main map, not on an untrained checkpoint's.
+    flat.sort(
+        key=lambda p: (
+            RANK.get(ds.meta(f"projections/{p}").get("method"), 4),
+            "series" in ds.meta(f"projections/{p}"),
+            p,
+        )
+    )
     for p in flat:
         meta = ds.meta(f"projections/{p}")
         source = str(meta.get("source") or "").removeprefix("embeddings/") or "(given)"

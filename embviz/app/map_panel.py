@@ -82,6 +82,7 @@ class MapPanel(pn.viewable.Viewer):
         if self.map is not None and self._moves_to(store):
             self._move_to(store)
             return
+        self._drawn = s.projection
         self.map = MapView(
             store,
             thumbs=s.thumb_urls if s.has_images else None,
@@ -127,12 +128,12 @@ class MapPanel(pn.viewable.Viewer):
 
         s = self.session
         old, target = self.map.store, home_view(store.extent)
-        keys = {m.key.split("/", 1)[1] for m in s.series()}
+        names = {m.key.split("/", 1)[1] for m in s.series()}
         if s.view and len(s.view) == 4:  # set from outside (the URL): the old map's is cleared
             from embviz.render.store import View
 
             target = View(*map(float, s.view))
-        elif old.key in keys and self.map.view != home_view(old.extent):
+        elif self._drawn in names and self.map.view != home_view(old.extent):
             target = self.map.view  # an aligned series: the same place on the next member
         member = next((m for m in s.series() if m.key == f"projections/{s.projection}"), None)
         label = f"{member.member} ({member.index + 1} of {member.size})" if member else s.projection
@@ -150,6 +151,7 @@ class MapPanel(pn.viewable.Viewer):
             ),
             on_done=self._moved,
         )
+        self._drawn = s.projection
         self.motion.start()
 
     def _moved(self, motion) -> None:

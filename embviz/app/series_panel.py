@@ -109,14 +109,20 @@ class SeriesPanel(pn.viewable.Viewer):
 
     def _draw_curve(self, series: str) -> None:
         try:
-            from embviz.evolution import quality_curve
+            from embviz.evolution import CURVES, quality_curve, series_quality
 
-            plot = quality_curve(self.session.dataset, series)
-        except Exception as exc:  # a series without measures still plays
-            log.info("no quality curve for series %r: %s", series, exc)
+            rows = series_quality(self.session.dataset, series)
+            if not any(r[key] is not None for r in rows for key, _, _ in CURVES):
+                self.curve.objects = []  # a series without measures still plays
+                return
+            plot = quality_curve(self.session.dataset, series, backend="bokeh").cols(1)
+        except Exception as exc:  # an unreadable series still plays
+            log.warning("no quality curve for series %r: %s", series, exc)
             self.curve.objects = []
             return
-        self.curve.objects = [pn.pane.HoloViews(plot, sizing_mode="stretch_width", height=220)]
+        self.curve.objects = [
+            pn.pane.HoloViews(plot, sizing_mode="stretch_width", height=460, backend="bokeh")
+        ]
 
     def _step(self, event) -> None:
         if self._syncing:
