@@ -35,7 +35,12 @@ def test_demo_dataset_is_complete(demo_dataset):
     assert set(samples["label"]) == {str(d) for d in range(10)}
     assert set(samples["split"]) == {"train", "test"}
     assert samples["content_hash"].notna().all()
-    assert set(ds.embeddings) == {"efficientnet_lite0.blocks.5", "efficientnet_lite0.pooled"}
+    checkpoints = {f"cnn-epoch-{e:03d}.pooled" for e in range(5)}
+    assert set(ds.embeddings) == {
+        "efficientnet_lite0.blocks.5",
+        "efficientnet_lite0.pooled",
+        *checkpoints,
+    }
     meta = ds.meta("embeddings/efficientnet_lite0.pooled")
     assert meta["dim"] == 1280 and len(meta["weights_sha256"]) == 64
     ids, vectors = ds.read_vectors("efficientnet_lite0.pooled")
@@ -48,7 +53,8 @@ def test_demo_dataset_is_complete(demo_dataset):
         assert entry["rows"] == 5000 and entry["meta"]["curve"] == "hilbert"
         assert all("bounds" in p for p in entry["partitions"])
     steps = [s["step"] for s in ds.manifest["steps"]]
-    assert steps[0] == "ingest" and steps.count("embed") == 1 and steps.count("reduce") == 5
+    assert steps[:2] == ["ingest", "train"] and steps.count("embed") == 6
+    assert steps.count("reduce") == 5 and steps.count("reduce_series") == 1
 
 
 def test_demo_umap_keeps_digit_classes_apart(demo_dataset):
@@ -68,3 +74,22 @@ def test_demo_3d_projection_also_separates(demo_dataset):
     _, xyz, labels = _labelled(ds, "efficientnet_lite0.blocks.5.umap3d")
     assert xyz.shape == (5000, 3)
     assert knn_accuracy(xyz, labels) >= 0.8
+
+
+def test_demo_training_run_learns_and_its_maps_separate_the_digits(demo_dataset):
+    """The demo's CNN reaches its test accuracy, and the aligned maps of its checkpoints get
+    better at keeping the digits apart from the untrained one to the last."""
+    import json
+
+    from embviz.evolution import series_quality
+
+    ds = open_dataset(demo_dataset)
+    training = json.loads((ds.root / "checkpoints" / "training.json").read_text())
+    accuracy = [e["test_accuracy"] for e in training["epochs"]]
+    assert accuracy[-1] >= 0.93, f"test accuracy per epoch {accuracy}"  # 0.964 measured
+    assert accuracy[0] < 0.3  # the untrained checkpoint guesses
+    rows = series_quality(ds, "cnn-checkpoints.umap2d")
+    assert [r["member"] for r in rows] == [f"epoch-{e:03d}" for e in range(5)]
+    knn = [r["knn_map"] for r in rows]
+    assert knn[-1] > knn[0] + 0.05, f"k-NN accuracy on the map per checkpoint {knn}"
+    assert knn[-1] >= 0.95 and all(r["jump"] is not None for r in rows[1:])

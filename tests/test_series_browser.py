@@ -1,33 +1,24 @@
-"""A series of maps in a real browser: play it, watch the points move, end on the static map.
-
-The dataset is the demo's (real digits, the real default model) with its two 2D UMAP maps (of
-layers ``blocks.5`` and ``pooled``) recorded as a layers series, so the test does not depend on
-the training run; the checkpoint series of the demo plays through the same code.
-"""
+"""The demo's training run in a real browser: play its series of checkpoint maps, watch the
+points move, end on the last checkpoint's static map."""
 
 from __future__ import annotations
 
 import io
 import re
+import time
 
 import numpy as np
 import pytest
-from conftest import DEMO_STATUS, PanelServer, map_box, open_explorer, wait_until
+from conftest import DEMO_STATUS, map_box, open_explorer, wait_until
 from PIL import Image
-from test_motion import MEMBERS, series_copy
 
 pytestmark = pytest.mark.browser
 
 MOVING = re.compile(r"^moving to ")
 
 
-@pytest.fixture(scope="module")
-def series_server(demo_dataset, tmp_path_factory):
-    """The demo with its two UMAP maps as a layers series, served."""
-    root = tmp_path_factory.mktemp("series-browser")
-    ds = series_copy(demo_dataset, root / "ds")
-    with PanelServer(ds.root, root / "serve.log") as server:
-        yield server
+#: The demo's aligned maps of its CNN's checkpoints, untrained first.
+MEMBERS = [f"cnn-epoch-{e:03d}.pooled.umap2d" for e in range(5)]
 
 
 def _map_pixels(page) -> np.ndarray:
@@ -57,15 +48,19 @@ def _settled(page, what: str) -> np.ndarray:
 
 
 def test_playing_a_series_moves_the_points_and_ends_on_the_static_map(
-    browser, series_server, artifacts
+    browser, demo_server, artifacts
 ):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    open_explorer(page, f"{series_server.url}?projection={MEMBERS[0]}")
+    open_explorer(page, f"{demo_server.url}?projection={MEMBERS[0]}")
     player = page.locator(".embviz-series-player")
     player.wait_for(timeout=60_000)
-    page.locator(".embviz-series-caption").get_by_text("1 of 2 layers").wait_for(timeout=30_000)
+    page.locator(".embviz-series-caption").get_by_text("1 of 5 checkpoints").wait_for(
+        timeout=30_000
+    )
+    # The series' quality curve (k-NN accuracy, trustworthiness, jumps per checkpoint) is drawn.
+    page.locator(".embviz-series-curve canvas").first.wait_for(timeout=60_000)
     first = _settled(page, "the first member's map")
 
     # Play: the points move (frames of the motion differ from both ends), then the last member.
@@ -74,11 +69,22 @@ def test_playing_a_series_moves_the_points_and_ends_on_the_static_map(
     player.locator("button.play").click()
     # The first motion of a fresh server may wait for its kernels (warming up beside it).
     wait_until(lambda: page.get_by_text(MOVING).count() > 0, 90, "the motion", page=page)
-    while page.get_by_text(MOVING).count():
-        statuses.append(page.get_by_text(MOVING).first.inner_text())
-        frames.append(_map_pixels(page))
-    page.locator(".embviz-series-caption").get_by_text("2 of 2 layers").wait_for(timeout=30_000)
-    wait_until(lambda: f"projection={MEMBERS[1]}" in page.url, 30, "the URL", page=page)
+    caption = page.locator(".embviz-series-caption")
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    while not (caption.get_by_text("5 of 5").count() and not page.get_by_text(MOVING).count()):
+        assert time.monotonic() < deadline, f"the series did not play to its end: {seen}"
+        member = caption.locator("b").first.inner_text()
+        if not seen or seen[-1] != member:
+            seen.append(member)
+        if page.get_by_text(MOVING).count():
+            statuses.append(page.get_by_text(MOVING).first.inner_text())
+            frames.append(_map_pixels(page))
+        else:
+            page.wait_for_timeout(100)
+    # Each member in turn (a loaded machine may show one too briefly to be seen).
+    assert seen == sorted(set(seen)) and seen[-1] == "epoch-004" and len(seen) >= 3, seen
+    wait_until(lambda: f"projection={MEMBERS[-1]}" in page.url, 30, "the URL", page=page)
     page.get_by_text(DEMO_STATUS).first.wait_for(timeout=30_000)
     last = _settled(page, "the last member's map")
     page.screenshot(path=str(artifacts / "series_1_played.png"))
@@ -91,10 +97,14 @@ def test_playing_a_series_moves_the_points_and_ends_on_the_static_map(
     # forward again with "move the points" off) is the picture the motion ended on.
     page.locator(".embviz-animate input").click()
     player.locator("button.first").click()
-    page.locator(".embviz-series-caption").get_by_text("1 of 2 layers").wait_for(timeout=30_000)
+    page.locator(".embviz-series-caption").get_by_text("1 of 5 checkpoints").wait_for(
+        timeout=30_000
+    )
     _settled(page, "the first member's map again")
     player.locator("button.last").click()
-    page.locator(".embviz-series-caption").get_by_text("2 of 2 layers").wait_for(timeout=30_000)
+    page.locator(".embviz-series-caption").get_by_text("5 of 5 checkpoints").wait_for(
+        timeout=30_000
+    )
     assert not page.get_by_text(MOVING).count()
     static = _settled(page, "the static map of the last member")
     page.screenshot(path=str(artifacts / "series_2_static.png"))

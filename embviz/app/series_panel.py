@@ -115,14 +115,36 @@ class SeriesPanel(pn.viewable.Viewer):
             if not any(r[key] is not None for r in rows for key, _, _ in CURVES):
                 self.curve.objects = []  # a series without measures still plays
                 return
-            plot = quality_curve(self.session.dataset, series, backend="bokeh").cols(1)
+            import holoviews as hv
+            import holoviews.plotting.bokeh  # noqa: F401 - the page's plotting backend
+
+            layout = quality_curve(self.session.dataset, series, backend="bokeh")
+            # Narrow: one panel under the other, short titles, legends below, labels slanted.
+            titles = ("k-NN accuracy and trustworthiness", "median jump (neighbourhoods)")
+            plot = (
+                hv.Layout(
+                    [
+                        o.opts(
+                            title=t,
+                            height=h,
+                            responsive=True,
+                            xrotation=40,
+                            xlabel="",
+                            ylabel="",
+                            legend_position="bottom",
+                        legend_cols=1,
+                        )
+                        for o, t, h in zip(layout, titles, (400, 250), strict=False)
+                    ]
+                )
+                .opts(shared_axes=False)
+                .cols(1)
+            )
         except Exception as exc:  # an unreadable series still plays
             log.warning("no quality curve for series %r: %s", series, exc)
             self.curve.objects = []
             return
-        self.curve.objects = [
-            pn.pane.HoloViews(plot, sizing_mode="stretch_width", height=460, backend="bokeh")
-        ]
+        self.curve.objects = [pn.pane.HoloViews(plot, sizing_mode="stretch_width", backend="bokeh")]
 
     def _step(self, event) -> None:
         if self._syncing:
