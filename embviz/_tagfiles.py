@@ -173,6 +173,9 @@ class TagFiles:
             if reuse and not frames:
                 return cache
             state = fold([base, *frames])
+            # Kept in every process that reads tags, and growing with them: each event file's
+            # name (~80 bytes) and op once, not on every row (categories sort as the names do).
+            state = state.astype({"src": "category", "op": "category"})
             live = state.loc[state["op"] == "add", LIVE_COLUMNS]
             live = live.sort_values(["id", "tag"], kind="stable").reset_index(drop=True)
             return TagState(snapshot, seen | frozenset(new), state, live)

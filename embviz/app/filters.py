@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import threading
+import weakref
 
 import numpy as np
 import panel as pn
@@ -26,21 +27,29 @@ SAMPLE_BLOCK = 16_384
 #: Rows counted at a time (bounds the temporary int64 copy np.bincount makes).
 COUNT_CHUNK = 4_000_000
 
-_SUMMARIES: dict[int, tuple[np.ndarray, object]] = {}
+#: Summaries by column: a weak reference to the column and its summary. The column is not held:
+#: a live tag column is replaced at every tag write (one byte per point), and a summary that
+#: kept it would keep every version of it.
+_SUMMARIES: dict[int, tuple[weakref.ref, object]] = {}
 _LOCK = threading.Lock()
 
 
 def _summary(column: np.ndarray, compute):
-    """``compute(column)``, once per column array per process (sessions share the columns)."""
+    """``compute(column)``, once per column array per process while the column lives (sessions
+    share the columns; the summary of a column nobody holds any more is dropped)."""
     with _LOCK:
         hit = _SUMMARIES.get(id(column))
-        if hit is not None and hit[0] is column:
+        if hit is not None and hit[0]() is column:  # the same array, not a reused id
             return hit[1]
     value = compute(column)
+    try:
+        ref = weakref.ref(column)
+    except TypeError:  # not weakly referenceable: computed each time, never kept
+        return value
     with _LOCK:
-        if len(_SUMMARIES) > 256:
-            _SUMMARIES.clear()
-        _SUMMARIES[id(column)] = (column, value)  # holding the column keeps its id unique
+        for key in [k for k, (r, _) in _SUMMARIES.items() if r() is None]:
+            del _SUMMARIES[key]
+        _SUMMARIES[id(column)] = (ref, value)
     return value
 
 
@@ -84,6 +93,13 @@ def histogram_svg(values: np.ndarray, lo: float, hi: float, *, width: int = 260)
     )
 
 
+def _options(codes: np.ndarray, names: list[str]) -> dict[str, str]:
+    """A category filter's options: ``"name (count)" -> name``."""
+    counts = _summary(codes, lambda c: category_counts(c, len(names)))
+    # Bokeh's MultiChoice (Choices.js) renders option labels as HTML: escape them.
+    return {f"{html.escape(n)} ({c:,})": n for n, c in zip(names, counts, strict=True)}
+
+
 class FilterPanel(pn.viewable.Viewer):
     """Filter widgets for the columns of the session's map, rebuilt when the map changes."""
 
@@ -102,12 +118,18 @@ class FilterPanel(pn.viewable.Viewer):
             return
         self._built_for = store
         # A column whose values are the same array keeps its widget (a new tag column must not
-        # rebuild every filter on the page, nor reset what a person is choosing).
+        # rebuild every filter on the page, nor reset what a person is choosing); a category
+        # column with new values (the tag column, at every tag write) keeps its widget too, with
+        # new options: no widget, page model and watchers made (and left to the garbage
+        # collector) per write and session.
         made: dict[tuple[str, int], list] = {}
+        by_name = {key[0]: ws for key, ws in self._made.items()}
         for name, (codes, names) in store.categorical.items():
             if len(names) <= MAX_CHOICES:
                 key = (name, id(codes))
-                made[key] = self._made.get(key) or [self._category(name, codes, names)]
+                made[key] = self._made.get(key) or self._recount(
+                    by_name.get(name), name, codes, names
+                )
         for name, values in store.numeric.items():
             if name not in NOT_COLOURS:
                 key = (name, id(values))
@@ -115,14 +137,21 @@ class FilterPanel(pn.viewable.Viewer):
         self._made = made
         self._layout.objects = [w for ws in made.values() for w in ws]
 
+    def _recount(self, old: list | None, name: str, codes: np.ndarray, names: list[str]) -> list:
+        """``old`` (the widgets of column ``name``) showing the new ``codes`` and ``names``, or a
+        new widget when there is no category widget to reuse."""
+        if not old or not isinstance(old[0], pn.widgets.MultiChoice):
+            return [self._category(name, codes, names)]
+        chosen = self.session.filters.get(name, [])
+        old[0].param.update(options=_options(codes, names), value=[v for v in chosen if v in names])
+        return old
+
     def _category(self, name: str, codes: np.ndarray, names: list[str]):
-        counts = _summary(codes, lambda c: category_counts(c, len(names)))
         chosen = self.session.filters.get(name, [])
         w = pn.widgets.MultiChoice(
             label=name,
             placeholder="all",
-            # Bokeh's MultiChoice (Choices.js) renders option labels as HTML: escape them.
-            options={f"{html.escape(n)} ({c:,})": n for n, c in zip(names, counts, strict=True)},
+            options=_options(codes, names),
             value=[v for v in chosen if v in names],
             sizing_mode="stretch_width",
             css_classes=["embviz-filter-category"],
