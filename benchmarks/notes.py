@@ -66,8 +66,9 @@ NOTES = """
   .venv/bin/python benchmarks/run.py --only soak`. 10 scripted websocket people pan, zoom,
   box-select, tap, tag (a new custom tag per person at most once a minute, acknowledged by the
   page's "Tagged ... on N samples") and download the grid, on a 1M-point map whose server writes
-  a report every 5 minutes. Memory growth is the last 10 minutes' largest resident sample over
-  the mean of the first 10 minutes' last minute; drift compares the p95 frame round trips of the
+  a report every 5 minutes. Memory growth is the mean resident memory (sampled every 5 s) of
+  the run's last 200 s over its mean in the 200 s ending at minute 10 (means at both ends: it
+  swings +-10% frame to frame, and a peak over a mean read ~+5% with no growth at all); drift compares the p95 frame round trips of the
   first and last 10 minutes (a sixth of a shorter run); `soak.tags_lost` counts acknowledged
   samples missing from the tag store at the end. The run's length is in `params.minutes`.
 
