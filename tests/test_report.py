@@ -99,7 +99,7 @@ class _Cells(HTMLParser):
             self._section = a["data-section"]
             if "data-group" in a:
                 self.groups.append(a["data-group"])
-        if tag == "figure":
+        if tag == "figure" and "data-id" in a:  # a sample's card (not a chart's figure)
             self.figures.append((self._section, a["data-id"]))
         if tag == "td":
             self._open.append(a)
