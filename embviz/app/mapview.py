@@ -289,14 +289,7 @@ class MapView:
         """Push a result into the Bokeh models (on the document's thread, via :attr:`renders`,
         which drops a result older than the one on screen)."""
         f = result.frame
-        v = f.view
-        self.raster_src.data = {
-            "url": [result.url],
-            "x": [v.x0],
-            "y": [v.y0],
-            "w": [v.x1 - v.x0],
-            "h": [v.y1 - v.y0],
-        }
+        self.show_picture(result)
         labels = result.labels
         if labels:  # Bokeh sizes text by a CSS length
             labels = {**labels, "font": [f"{float(s):g}px" for s in labels["size"]]}
@@ -322,6 +315,12 @@ class MapView:
         if self.on_frame:
             self.on_frame(result)
         self._on_resize()
+
+    def show_picture(self, result: MapResult) -> None:
+        """Put ``result``'s picture on the plot, over the view it was drawn for."""
+        v = result.frame.view
+        w, h = v.x1 - v.x0, v.y1 - v.y0
+        self.raster_src.data = {"url": [result.url], "x": [v.x0], "y": [v.y0], "w": [w], "h": [h]}
 
     # -- events from the browser -------------------------------------------------------------
     def _on_ranges(self, event) -> None:

@@ -124,14 +124,7 @@ class Motion:
     def _apply(self, result: MapResult) -> None:
         if self.done:
             return
-        v = result.frame.view
-        self.view.raster_src.data = {
-            "url": [result.url],
-            "x": [v.x0],
-            "y": [v.y0],
-            "w": [v.x1 - v.x0],
-            "h": [v.y1 - v.y0],
-        }
+        self.view.show_picture(result)
         if result.highlight is not None:
             self.view.highlight_src.data = result.highlight
         if not self.frames:  # what belongs to the still map (names, tooltips) goes
