@@ -132,7 +132,7 @@ class SeriesPanel(pn.viewable.Viewer):
                             xlabel="",
                             ylabel="",
                             legend_position="bottom",
-                        legend_cols=1,
+                            legend_cols=1,
                         )
                         for o, t, h in zip(layout, titles, (400, 250), strict=False)
                     ]
