@@ -360,3 +360,75 @@ def test_our_spread_draws_what_datashaders_draws(px):
         assert got.dtype == np.uint32 and got.shape == rgba.shape
         assert np.array_equal(got, expected), (density, int((got != expected).sum()))
     assert np.array_equal(spread_over(rgba, 0), rgba)
+
+
+def _reference_mix(values: np.ndarray, visible: np.ndarray, opacity: int = 255) -> np.ndarray:
+    """The category picture in plain numpy: each pixel the count-weighted mix of its visible
+    categories' colours, alpha the histogram-equalised rank of its count (60..opacity)."""
+    from embviz.render.raster import rgb
+
+    k = values.shape[-1]
+    counts = values.astype(np.int64) * visible
+    total = counts.sum(-1)
+    colours = rgb(category_colors(k)).astype(np.float32)
+    mix = (counts[..., None] * colours).sum(-2) / np.maximum(total, 1)[..., None]
+    hit = total[total > 0]
+    cdf = np.cumsum(np.bincount(hit, minlength=int(hit.max()) + 1)) / len(hit)
+    a = (min(60, opacity) + (opacity - min(60, opacity)) * cdf).astype(np.uint8)[total]
+    out = (a.astype(np.uint32) << 24) | (mix[..., 2].astype(np.uint32) << 16)
+    out |= (mix[..., 1].astype(np.uint32) << 8) | mix[..., 0].astype(np.uint32)
+    return np.where(total > 0, out, 0).astype(np.uint32)
+
+
+@pytest.mark.parametrize("hidden", [(), ("c001", "c004")])
+def test_category_shading_reads_the_stack_once_and_draws_the_reference(hidden):
+    """The fused kernel (one pass over the H x W x k stack: totals, mix, counts, histogram)
+    draws what the two-pass numpy reference draws, hidden categories left out of the picture
+    but counted in the legend."""
+    import xarray as xr
+
+    rng = np.random.default_rng(3)
+    values = rng.poisson(0.3, size=(37, 53, 6)).astype(np.uint32)
+    values[rng.random(values.shape[:2]) < 0.5] = 0
+    values[0, 0] = [900, 0, 0, 0, 0, 1]  # a crowded pixel: the top of the alpha scale
+    names = [f"c{i:03d}" for i in range(6)]
+    agg = xr.DataArray(
+        values,
+        dims=("y", "x", "c"),
+        coords={"y": np.arange(37.0), "x": np.arange(53.0), "c": names},
+    )
+    img, counts, _ = Renderer(blobs(100, 6)).shade(
+        agg,
+        mode="category",
+        color_by="label",
+        style=Style(dynspread=False, hidden=frozenset(hidden)),
+    )
+    visible = np.array([n not in hidden for n in names])
+    assert np.array_equal(img.values, _reference_mix(values, visible))
+    assert counts == {n: int(values[..., i].sum()) for i, n in enumerate(names)}
+
+
+@pytest.mark.parametrize("colours", [12, 5000])
+def test_png_has_the_exact_colours_when_few_and_close_ones_when_many(colours):
+    """A frame of at most 255 colours (after flattening over the page) is encoded with exactly
+    its colours; more are quantized to 255 close ones. Empty pixels stay transparent, rows go
+    top first, and either way the PNG is an 8-bit palette image."""
+    import xarray as xr
+
+    from embviz.render.encode import encode_png
+
+    rng = np.random.default_rng(colours)
+    h, w = 48, 160
+    choice = rng.integers(0, 2**24, colours, dtype=np.uint32) | np.uint32(0xFF000000)
+    rgba = choice[rng.integers(0, colours, (h, w))]
+    rgba[rng.random((h, w)) < 0.3] = 0
+    rgba[0, :] = 0  # the bottom row (datashader's y grows upward) is empty
+    png = encode_png(xr.DataArray(rgba, dims=("y", "x")), background="#ffffff")
+    img = decode(png)
+    assert img.mode == "P" and img.size == (w, h)
+    got = np.asarray(img.convert("RGBA")).astype(int)
+    want = np.stack([(rgba >> (8 * c)) & 255 for c in range(4)], -1)[::-1].astype(int)
+    drawn = want[..., 3] > 0
+    assert np.array_equal(got[..., 3] > 0, drawn) and not got[-1, :, 3].any()
+    err = np.abs(got[drawn][:, :3] - want[drawn][:, :3]).max()
+    assert err == 0 if colours <= 255 else 0 < err <= 64
