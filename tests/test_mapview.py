@@ -375,3 +375,27 @@ def test_route_urls_are_not_budgeted(store):
     res = mv.compute(mv.request(view))
     assert res.images == store.count_in(view) == len(res.sprites["thumb"])
     assert res.bytes < 22 + len(res.frame.png) * 2  # the PNG and the points, not the images
+
+
+def test_rarely_drawn_layers_join_the_figure_when_first_filled():
+    """A new map's figure holds only the layers every map draws (each model costs every new
+    page's build); cells, trails, contours and labels get their renderer, once, when their
+    source first holds data, and the cells then answer the hover tool."""
+    from bokeh.models import HoverTool, MultiLine, Rect, Text
+
+    from embviz.app.map_figure import map_figure
+
+    m = map_figure(View(0, 1, 0, 1))
+    glyphs = lambda: [type(r.glyph) for r in m.figure.renderers]  # noqa: E731
+    before = len(m.figure.renderers)
+    assert not {Rect, MultiLine, Text} & set(glyphs())
+    m.label_src.data = {"x": [], "y": [], "text": [], "size": [], "font": []}  # still empty
+    assert len(m.figure.renderers) == before
+    m.label_src.data = {"x": [0.5], "y": [0.5], "text": ["a"], "size": [12], "font": ["12px"]}
+    m.contour_src.data = {"xs": [[0, 1]], "ys": [[0, 1]]}
+    m.label_src.data = {"x": [0.4], "y": [0.4], "text": ["b"], "size": [12], "font": ["12px"]}
+    assert glyphs().count(Text) == 1 and glyphs().count(MultiLine) == 1
+    m.cell_src.data = {k: [1.0] for k in m.cell_src.data}
+    hover = next(t for t in m.figure.tools if isinstance(t, HoverTool))
+    assert Rect in glyphs() and any(isinstance(r.glyph, Rect) for r in hover.renderers)
+    assert len(m.figure.renderers) == before + 3

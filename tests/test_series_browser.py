@@ -77,8 +77,10 @@ def test_playing_a_series_moves_the_points_and_ends_on_the_static_map(
         member = caption.locator("b").first.inner_text()
         if not seen or seen[-1] != member:
             seen.append(member)
-        if page.get_by_text(MOVING).count():
-            statuses.append(page.get_by_text(MOVING).first.inner_text())
+        # The status may change between the look and the read: the read does not wait for it.
+        moving = page.get_by_text(MOVING).all_inner_texts()
+        if moving:
+            statuses.append(moving[0])
             frames.append(_map_pixels(page))
         else:
             page.wait_for_timeout(100)

@@ -20,8 +20,9 @@ __all__ = ["FILL_WAIT", "GAP", "QUIET", "page_opened", "request_fill"]
 
 log = logging.getLogger(__name__)
 
-#: A fill waits while other pages are being opened, at most this many seconds.
-FILL_WAIT = 5.0
+#: A fill waits while other pages are being opened, at most this many seconds: a crowd's maps
+#: first (25 people opening at once keep a process busy for about 5 s), side columns after.
+FILL_WAIT = 10.0
 #: Pages are being opened when one was built less than this many seconds ago.
 QUIET = 0.2
 #: Seconds between two fills, for the frames and events queued meanwhile.

@@ -131,7 +131,10 @@ def map_figure(extent: View) -> MapFigure:
         hover_line_alpha=0.9,
         hover_line_color="#000000",
     )
-    # The image map's cells: invisible rectangles that outline the hovered image's cell.
+    # The image map's cells, the series trails, the contours and the cluster labels are
+    # drawn only by some maps: their sources exist from the start, their renderers are added
+    # when a source first gets data (every model costs each new page's build, and a crowd
+    # opening the page waits for those builds one after another on the event loop).
     cell_src = ColumnDataSource(
         {
             "cx": [],
@@ -145,52 +148,31 @@ def map_figure(extent: View) -> MapFigure:
             "text": [],
         }
     )
-    cells = fig.rect(
-        "cx",
-        "cy",
-        width="cw",
-        height="ch",
-        source=cell_src,
-        fill_alpha=0.0,
-        line_alpha=0.0,
-        hover_fill_alpha=0.0,
-        hover_line_alpha=0.9,
-        hover_line_color="#000000",
-        hover_line_width=2,
-    )
     trail_src = ColumnDataSource({"xs": [], "ys": [], "id": []})
-    fig.multi_line("xs", "ys", source=trail_src, line_color="#555555", line_alpha=0.5)
     contour_src = ColumnDataSource({"xs": [], "ys": []})
-    fig.multi_line("xs", "ys", source=contour_src, line_color="#333333", line_alpha=0.6)
     label_src = ColumnDataSource({"x": [], "y": [], "text": [], "size": [], "font": []})
-    fig.text(
-        "x",
-        "y",
-        text="text",
-        source=label_src,
-        text_font_size="font",
-        text_align="center",
-        text_baseline="middle",
-        text_font_style="bold",
-        text_color="#222222",
-        background_fill_color="#ffffff",
-        background_fill_alpha=0.7,
-    )
     # The server selects from the tools' geometry. Selecting in the browser too, in a source an
     # image_url glyph draws from, would break the page: BokehJS paints a selection with a
     # second ImageURL view that never loaded its images ("reading '10'" on every paint).
     box.renderers = lasso.renderers = [points]
     # Fields are HTML-escaped by Bokeh (no {safe}): labels and metadata show as text.
-    fig.add_tools(
-        HoverTool(
-            renderers=[points, sprite_points, cells],
-            tooltips="""
-            <div class="embviz-tip" style="max-width:220px">
-              <img src="@thumb" style="max-width:96px;max-height:96px;display:block"/>
-              <div style="font-size:12px;white-space:pre-line">@text</div>
-            </div>""",
-        )
+    hover = HoverTool(
+        renderers=[points, sprite_points],
+        tooltips="""
+        <div class="embviz-tip" style="max-width:220px">
+          <img src="@thumb" style="max-width:96px;max-height:96px;display:block"/>
+          <div style="font-size:12px;white-space:pre-line">@text</div>
+        </div>""",
     )
+    fig.add_tools(hover)
+
+    def cells():
+        hover.renderers = [*hover.renderers, _cells(fig, cell_src)]
+
+    _when_filled(cell_src, cells)
+    _when_filled(trail_src, lambda: _lines(fig, trail_src, "#555555", 0.5))
+    _when_filled(contour_src, lambda: _lines(fig, contour_src, "#333333", 0.6))
+    _when_filled(label_src, lambda: _labels(fig, label_src))
     color_mapper = LinearColorMapper(palette="Viridis256", low=0, high=1)
     color_bar = ColorBar(color_mapper=color_mapper, visible=False, width=12)
     fig.add_layout(color_bar, "right")
@@ -206,4 +188,53 @@ def map_figure(extent: View) -> MapFigure:
         label_src,
         contour_src,
         trail_src,
+    )
+
+
+def _when_filled(src, build) -> None:
+    """Call ``build`` (once) when ``src`` first holds data, before the data is sent."""
+    built = []
+
+    def first(attr, old, new) -> None:
+        if not built and any(len(v) for v in new.values()):
+            built.append(build())
+
+    src.on_change("data", first)
+
+
+def _cells(fig, src):
+    """Invisible rectangles outlining the hovered image's cell of the image map."""
+    return fig.rect(
+        "cx",
+        "cy",
+        width="cw",
+        height="ch",
+        source=src,
+        fill_alpha=0.0,
+        line_alpha=0.0,
+        hover_fill_alpha=0.0,
+        hover_line_alpha=0.9,
+        hover_line_color="#000000",
+        hover_line_width=2,
+    )
+
+
+def _lines(fig, src, color: str, alpha: float):
+    return fig.multi_line("xs", "ys", source=src, line_color=color, line_alpha=alpha)
+
+
+def _labels(fig, src):
+    return fig.text(
+        "x",
+        "y",
+        text="text",
+        source=src,
+        text_font_size="font",
+        text_align="center",
+        text_baseline="middle",
+        text_font_style="bold",
+        text_color="#222222",
+        background_fill_color="#ffffff",
+        background_fill_alpha=0.7,
+        level="overlay",  # over the lines, whichever was added first
     )
