@@ -4,6 +4,7 @@ the same store files and share those pages, and every process serves pages with 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from conftest import PanelServer, wait_until
@@ -63,3 +64,54 @@ def test_processes_share_one_store_and_each_serves_first_frames(small_map, tmp_p
     finally:
         server.stop()
     assert not any(c.is_running() for c in children)  # stopping the server stops them all
+
+
+def test_a_crowd_opening_at_once_is_shared_by_the_processes(small_map, tmp_path):
+    """20 people opening the page at the same instant: each process serves some of them (each
+    listens on its own socket of the port). With one socket shared by the processes, the one
+    that woke first accepted the whole crowd and built its sessions one after another."""
+    import psutil
+
+    server = PanelServer(small_map, tmp_path / "serve.log", extra=("--num-procs", "2"))
+    try:
+        server.wait(timeout=300)
+        parent = psutil.Process(server.proc.pid)
+        children = wait_until(
+            lambda: (c := parent.children()) and len(c) == 2 and c,
+            timeout=120,
+            what="two server processes",
+        )
+
+        def listening(proc) -> set[str]:
+            """The listening sockets of the port ``proc`` holds, by kernel inode."""
+            fds = {
+                c.fd
+                for c in proc.net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port
+            }
+            return {os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in fds}
+
+        # Each process accepts on a socket of its own (one shared socket: the same inode).
+        own = [listening(c) for c in children]
+        assert all(own) and not own[0] & own[1], own
+
+        def served(proc) -> int:
+            return sum(
+                1
+                for c in proc.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == server.port
+            )
+
+        async def crowd(count):
+            people = [Person(server.url, timeout=120) for _ in range(count)]
+            await asyncio.gather(*(p.open() for p in people))
+            try:
+                return [served(c) for c in children]
+            finally:
+                for p in people:
+                    await p.close()
+
+        shares = run_sync(crowd(20))
+        assert sum(shares) == 20 and min(shares) >= 3, shares
+    finally:
+        server.stop()

@@ -217,6 +217,9 @@ def __getattr__(name: str) -> Any:
         throttle.install()  # one session's flood of events waits in its own socket
         guard.install()  # what a page sends that is refused: one line, never a traceback
         if _processes() > 1:
+            from . import balance
+
+            balance.install()  # each process its own socket of the port: a crowd is shared
             _preload()  # the processes fork from this one: what it loads, they share
         else:  # (forked processes start the schedule in one of them, with its first page)
             _start_reports()
