@@ -133,3 +133,23 @@ def test_detail_neighbours_come_from_the_saved_index_once_built(demo_dataset, tm
     ex.session.detail = 42
     assert ex.details.sample["neighbours in"] == "embedding index"
     assert [n["id"] for n in ex.details.neighbours] == exact  # exact index: the same answer
+
+
+def test_the_side_column_builds_curation_and_sample_panels_only_when_used(demo_dataset):
+    """A page's side column (built on the event loop every session shares) makes the View
+    tab's controls; the curation panels wait for their tab, the sample panels for a listed or
+    opened sample (or a picked layer)."""
+    ex = Explorer(demo_dataset)
+    side, _below, fill = ex.deferred()
+    fill()
+    made = lambda: {k for k in ("curator", "compare", "search", "samples") if k in vars(ex)}  # noqa: E731
+    assert made() == set()
+    tabs = side.objects[0]
+    tabs.active = 1  # the Curate tab
+    assert {"curator", "compare"} <= made() and "samples" not in made()
+    assert len(tabs[1].objects) == 1
+    tabs.active = 0
+    tabs.active = 1  # built once
+    assert len(tabs[1].objects) == 1
+    ex.session.detail = int(ex.session.store.ids[0])
+    assert "samples" in made()

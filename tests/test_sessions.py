@@ -40,16 +40,20 @@ def test_sessions_share_the_points_and_keep_their_own_state(demo_dataset):
 
 def test_sessions_closing_together_share_one_collection(monkeypatch):
     """Bokeh discards every expired session in one pass: their memory is collected once after
-    it, not once per session (25 full collections in a row held every frame for 7 s)."""
+    it, not once per session (25 full collections in a row held every frame for 7 s), and
+    collections are at least COLLECT_GAP apart (pages opened and closed every 2 s had one
+    running every 2 s)."""
     import asyncio
     import gc
+    import time
 
     from embviz.app import server
     from embviz.loadtest import run_sync
 
-    calls: list[int] = []
-    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(1) or 0)
+    calls: list[float] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(time.monotonic()) or 0)
     monkeypatch.setattr(server, "RELEASE_DELAY", 0.05)
+    monkeypatch.setattr(server, "COLLECT_GAP", 1.0)
 
     async def close(n: int) -> None:
         for _ in range(n):
@@ -62,7 +66,7 @@ def test_sessions_closing_together_share_one_collection(monkeypatch):
 
     before = 0
     run_sync(close(25))  # a loop of its own (Playwright's may run in this thread)
-    assert calls == [1]
+    assert len(calls) == 1
     before = 1
-    run_sync(close(3))  # a later batch gets its own collection
-    assert calls == [1, 1]
+    run_sync(close(3))  # a later batch gets its own collection, a gap after the last
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.95

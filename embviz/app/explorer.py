@@ -133,9 +133,9 @@ class Explorer(pn.viewable.Viewer):
         from .layer_panel import LayerPanel
 
         layers = LayerPanel(self.session)
-        samples = self.samples
+        # The sample panels are built when a layer is first picked (not with the side column).
         layers.param.watch(
-            lambda e: e.new and setattr(samples.activations, "layer", e.new), "layer"
+            lambda e: e.new and setattr(self.samples.activations, "layer", e.new), "layer"
         )
         return layers
 
@@ -268,14 +268,19 @@ class Explorer(pn.viewable.Viewer):
 
     def sidebar(self) -> pn.Tabs:
         """The side column: the view's controls, curation, and the model's predictions."""
+        curate = pn.Column(sizing_mode="stretch_width")
         tabs = pn.Tabs(
             ("View", self.controls()),
-            ("Curate", self.tools()),
-            # Only the open tab becomes Bokeh models: a session that never curates never
-            # builds the curation widgets (session build time is the opening bottleneck).
+            ("Curate", curate),
+            # Only the open tab becomes Bokeh models, and the curation panels are made when
+            # their tab first opens: a session that never curates never builds them (a side
+            # column's build holds the event loop that every session of the process shares).
             dynamic=True,
             sizing_mode="stretch_width",
             css_classes=["embviz-sidebar-tabs"],
+        )
+        tabs.param.watch(
+            lambda e: e.new == 1 and not curate.objects and curate.append(self.tools()), "active"
         )
         if self.model.available or self.layers.available:  # built when first opened
             parts = [self.model] if self.model.available else []  # a classifier's predictions

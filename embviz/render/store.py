@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,7 +352,7 @@ def load_store(ds, projection: str, *, dims: int = 2) -> PointStore:
             f"{ds.root}: projection {projection!r} has no z column (it is 2D); the 3D view "
             f"needs a 3D projection, one of {cubes}"
         )
-    key = (str(ds.root.resolve()), projection, entry["dir"], samples_version(ds), dims)
+    key = (_resolved(str(ds.root)), projection, entry["dir"], samples_version(ds), dims)
     with _LOCK:
         store = _STORES.get(key)
         if store is None:
@@ -373,3 +374,10 @@ def clear_stores() -> None:
     """Forget every loaded store (tests and benchmarks)."""
     with _LOCK:
         _STORES.clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(root: str) -> str:
+    """``root`` resolved (a session asks for its store on every event; resolving walks the
+    path with a system call per component)."""
+    return str(Path(root).resolve())
