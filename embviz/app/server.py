@@ -293,15 +293,16 @@ def _frozen_template():
     class keeps its name: Panel finds a template's bundled files by it.
     """
     import panel as pn
+    from panel.template import FastListTemplate
 
     def _init_doc(self, doc=None, *args, **kwargs):
         document = doc or pn.state.curdoc
         if document is None:
-            return pn.template.FastListTemplate._init_doc(self, doc, *args, **kwargs)
+            return FastListTemplate._init_doc(self, doc, *args, **kwargs)
         with document.models.freeze():
-            return pn.template.FastListTemplate._init_doc(self, document, *args, **kwargs)
+            return FastListTemplate._init_doc(self, document, *args, **kwargs)
 
-    return type("FastListTemplate", (pn.template.FastListTemplate,), {"_init_doc": _init_doc})
+    return type("FastListTemplate", (FastListTemplate,), {"_init_doc": _init_doc})
 
 
 #: Seconds after a session closes before its memory is collected: sessions that close together
