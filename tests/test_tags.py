@@ -598,3 +598,37 @@ def test_cli_errors_are_clear(root, tmp_path, capsys):
         main(["-q", "tag", str(root), "--ids", "a,b", "--tag", "review"])
     assert info.value.code == 2
     assert "expected comma-separated integer ids" in capsys.readouterr().err
+
+
+def test_fold_of_a_cached_state_and_new_events_is_the_plain_fold():
+    """Folding new events onto the cached state (``src``/``op`` categorical) gives what folding
+    plain strings gives: per (id, tag) the event of the largest ``src``, tag names as strings."""
+    import pandas as pd
+
+    from embviz._tagfiles import fold
+
+    rng = np.random.default_rng(7)
+
+    def events(n: int, files: list[str]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "id": rng.integers(0, 50, n),
+                "tag": rng.choice(["a", "b", "review", "é"], n),
+                "value": rng.choice(["x", None], n),
+                "op": rng.choice(["add", "remove"], n),
+                "user": "u",
+                "time": pd.Timestamp("2026-01-01", tz="UTC"),
+                "src": rng.choice(files, n),
+            }
+        )
+
+    base = events(400, [f"events-{i:03d}" for i in range(0, 40, 2)])
+    new = [events(60, [f"events-{i:03d}"]) for i in (1, 17, 41)]  # older and newer names
+    cached = fold([base]).astype({"src": "category", "op": "category"})
+    got = fold([cached, *new]).sort_values(["id", "tag"]).reset_index(drop=True)
+    plain = pd.concat([base, *new], ignore_index=True).sort_values("src", kind="stable")
+    want = plain.drop_duplicates(["id", "tag"], keep="last").sort_values(["id", "tag"])
+    want = want.reset_index(drop=True)
+    assert got["tag"].dtype == object
+    for col in ("id", "tag", "op", "src", "value"):
+        assert got[col].astype(object).tolist() == want[col].astype(object).tolist(), col

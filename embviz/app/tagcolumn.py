@@ -64,11 +64,15 @@ def tag_column(store, tags, version: str):
         with _LOCK:  # nothing tagged at this version: remembered, so asking again costs nothing
             _TAGGED[key] = (store, store)
         return store
+    import pandas as pd
+
     from embviz.tags import tag_order
 
     names = tag_order(live["tag"].unique())
-    rank = {n: i for i, n in enumerate(names)}
-    order = live.assign(r=live["tag"].map(rank)).sort_values(["id", "r"])
+    # Each row's rank among the names, hashed in pandas (a Python dict lookup per row took
+    # 0.6 s at 234K tagged rows).
+    rank = pd.Categorical(live["tag"], categories=names).codes
+    order = live.assign(r=rank).sort_values(["id", "r"])
     first = order.drop_duplicates("id")
     rows = store.row_of(first["id"].to_numpy(dtype=np.int64))
     ok = rows >= 0
