@@ -30,18 +30,25 @@ def _cache_files(proc, root) -> set[str]:
     return {m.path for m in proc.memory_maps() if m.path.startswith(str(root))}
 
 
-def test_processes_share_one_store_and_each_serves_first_frames(small_map, tmp_path):
+def _started(server):
+    """``(parent, [its two server processes])`` once ``server`` answers and has forked."""
     import psutil
+
+    server.wait(timeout=300)
+    parent = psutil.Process(server.proc.pid)
+    children = wait_until(
+        lambda: (c := parent.children()) and len(c) == 2 and c,
+        timeout=120,
+        what="two server processes",
+    )
+    return parent, children
+
+
+def test_processes_share_one_store_and_each_serves_first_frames(small_map, tmp_path):
 
     server = PanelServer(small_map, tmp_path / "serve.log", extra=("--num-procs", "2"))
     try:
-        server.wait(timeout=300)
-        parent = psutil.Process(server.proc.pid)
-        children = wait_until(
-            lambda: (c := parent.children()) and len(c) == 2 and c,
-            timeout=120,
-            what="two server processes",
-        )
+        parent, children = _started(server)
         # Loaded before the fork: the parent and both processes map the same cache files.
         mapped = [_cache_files(p, small_map.resolve()) for p in (parent, *children)]
         assert mapped[0], "the parent loaded the map before forking"
@@ -74,13 +81,7 @@ def test_a_crowd_opening_at_once_is_shared_by_the_processes(small_map, tmp_path)
 
     server = PanelServer(small_map, tmp_path / "serve.log", extra=("--num-procs", "2"))
     try:
-        server.wait(timeout=300)
-        parent = psutil.Process(server.proc.pid)
-        children = wait_until(
-            lambda: (c := parent.children()) and len(c) == 2 and c,
-            timeout=120,
-            what="two server processes",
-        )
+        parent, children = _started(server)
 
         def listening(proc) -> set[str]:
             """The listening sockets of the port ``proc`` holds, by kernel inode."""
