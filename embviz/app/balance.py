@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 
 __all__ = ["install"]
 
@@ -71,7 +72,7 @@ def install() -> None:
     """Bind the Bokeh server's port with ``SO_REUSEPORT`` and give each forked process a
     listening socket of its own (see the module). Call in the process that starts a
     multi-process server, before it starts (the routes plugin does, for ``--num-procs`` > 1)."""
-    if not hasattr(socket, "SO_REUSEPORT") or os.name != "posix":
+    if not sys.platform.startswith("linux"):  # only Linux spreads connections over the group
         return
     import bokeh.server.server as bokeh_server
     from tornado import netutil
