@@ -22,6 +22,8 @@ Records (the run's length in ``params``):
   (goal <= 0.2);
 - ``soak.tags_lost``: samples of acknowledged tags missing from the tag store at the end
   (goal 0); ``soak.tags_acknowledged`` how many were acknowledged;
+  ``soak.tag_answer_p95_last_seconds`` the p95 wait from a tag click to its answer in the last
+  window (the series of frames and tag answers goes to ``soak-series.json``);
 - ``soak.reports_missed``: periods of the run that ended without their report (goal 0; the
   one in progress when the run ends is not counted);
 - ``soak.unhandled_errors``: error lines in the server's log (goal 0);
@@ -130,9 +132,10 @@ class _Person:
             self.step += 1
             note = f"soak-{self.index}-{self.step}"
             await s.change(self.value, "value", note)
-            before = len(s.received)
+            before, asked = len(s.received), time.monotonic()
             await s.click(self.add)
             found = await self._answer(before, _TAGGED.search)
+            self.log["tag_seconds"].append((asked, time.monotonic() - asked))
             if found and found.group(1) == note:  # (an empty grid: "No samples to tag")
                 self.log["tags"][note] = int(found.group(2).replace(",", ""))
             elif found is None:
@@ -163,7 +166,14 @@ class _Person:
 def _soak(url: str, seconds: float, rss, samples: list, tag_every: float) -> dict:
     from embviz.loadtest import run_sync
 
-    log = {"frames": [], "tags": {}, "exports": 0, "export_asked": 0, "errors": []}
+    log = {
+        "frames": [],
+        "tags": {},
+        "tag_seconds": [],
+        "exports": 0,
+        "export_asked": 0,
+        "errors": [],
+    }
 
     async def main():
         deadline = time.monotonic() + seconds
@@ -218,12 +228,16 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
         server.stop()
     # The series, for looking into a growth or a drift afterwards.
     (work / "soak-memory.json").write_text(json.dumps([(t - t0, mb) for t, mb in samples]))
+    series = {key: [(t - t0, v) for t, v in log[key]] for key in ("frames", "tag_seconds")}
+    (work / "soak-series.json").write_text(json.dumps(series))
     window = min(600.0, minutes * 60 / 6)
     frames = np.array(log["frames"], dtype=float).reshape(-1, 2)
     first = frames[frames[:, 0] - t0 <= window, 1]
     span = minutes * 60  # the people stop acting then (elapsed adds their last answers)
     last = frames[(frames[:, 0] - t0 >= span - window) & (frames[:, 0] - t0 <= span), 1]
     p95 = lambda x: float(np.percentile(np.minimum(x, 120.0), 95)) if len(x) else float("nan")  # noqa: E731
+    tags = np.array(log["tag_seconds"], dtype=float).reshape(-1, 2)
+    tags_last = tags[tags[:, 0] - t0 >= span - window, 1]
     rss = np.array(samples, dtype=float).reshape(-1, 2)
     rss_t = rss[:, 0] - t0
     tail = max(MEAN_OVER, window / 3)
@@ -252,6 +266,7 @@ def run(work: Path, *, quick: bool = False) -> list[dict]:
         rec("soak.rss_mb", round(float(peak.max()), 1), "MB"),
         rec("soak.tags_acknowledged", len(log["tags"]), "tags"),
         rec("soak.tags_lost", lost, "samples"),
+        rec("soak.tag_answer_p95_last_seconds", round(p95(tags_last), 3), "s"),
         rec("soak.reports_missed", max(0, due - len(reports)), "reports"),
         rec("soak.unhandled_errors", len(problems), "lines"),
         rec("soak.frames", len(frames), "frames"),
