@@ -69,8 +69,12 @@ def empty_state() -> pd.DataFrame:
     return schema(snapshot=True).empty_table().to_pandas()
 
 
-def fold(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """The latest event of each (id, tag) among ``frames`` (order-free: latest = largest src)."""
+def fold(frames: list[pd.DataFrame], *, categorical: bool = False) -> pd.DataFrame:
+    """The latest event of each (id, tag) among ``frames`` (order-free: latest = largest src).
+
+    ``categorical``: leave ``tag`` categorical when it became so (a state kept to fold again
+    later: converting 234K names back and forth costs ~0.2 s a write); else names as strings.
+    """
     import pandas as pd
 
     frames = [f for f in frames if len(f)]
@@ -87,7 +91,7 @@ def fold(frames: list[pd.DataFrame]) -> pd.DataFrame:
         df = pd.concat(frames, ignore_index=True)
     df = df.sort_values("src", kind="stable")
     df = df.drop_duplicates(["id", "tag"], keep="last").reset_index(drop=True)
-    if isinstance(df["tag"].dtype, pd.CategoricalDtype):  # readers get tag names as strings
+    if not categorical and isinstance(df["tag"].dtype, pd.CategoricalDtype):
         df["tag"] = df["tag"].astype(object)
     return df
 
@@ -200,12 +204,14 @@ class TagFiles:
                 continue
             if reuse and not frames:
                 return cache
-            state = fold([base, *frames])
+            state = fold([base, *frames], categorical=True)
             # Kept in every process that reads tags, and growing with them: each event file's
-            # name (~80 bytes) and op once, not on every row (categories sort as the names do).
-            state = state.astype({"src": "category", "op": "category"})
+            # name (~80 bytes), op and tag name once, not on every row (categories sort as the
+            # names do); readers of ``live`` get tag names as strings.
+            state = state.astype({"src": "category", "op": "category", "tag": "category"})
             live = state.loc[state["op"] == "add", LIVE_COLUMNS]
             live = live.sort_values(["id", "tag"], kind="stable").reset_index(drop=True)
+            live["tag"] = live["tag"].astype(object)
             return TagState(snapshot, seen | frozenset(new), state, live)
         raise TagError(
             f"{self.dir}: could not read a consistent set of tag files in {READ_ATTEMPTS} "

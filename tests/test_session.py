@@ -119,3 +119,46 @@ def test_a_frame_for_a_view_the_plot_has_left_does_not_move_the_plot_back(demo_d
     assert "points in view" in s.status  # its status is still shown
     current = m.refresh(wait=True)  # the current view's frame moves the session's view
     assert current.request.view is m.view and s.view == [new.x0, new.x1, new.y0, new.y1]
+
+
+class _ServedDoc:
+    """A served page's document as far as a session uses it: callbacks wait for the loop."""
+
+    session_context = object()
+
+    def __init__(self):
+        import queue
+
+        self.ticks = queue.Queue()
+
+    def on_session_destroyed(self, _fn):
+        pass
+
+    def add_next_tick_callback(self, fn):
+        self.ticks.put(fn)
+
+
+def test_a_tag_write_builds_the_tag_column_off_the_session_thread(tagged_copy, monkeypatch):
+    import threading
+
+    from embviz.app import tagcolumn
+    from embviz.app.session import Session
+
+    built, build = [], tagcolumn._build
+    monkeypatch.setattr(
+        tagcolumn, "_build", lambda *a: built.append(threading.current_thread().name) or build(*a)
+    )
+    s = Session(tagged_copy)
+    doc = _ServedDoc()
+    s.attach(doc)
+    before = s.tags_version
+    s.tag([5, 6, 7], "duplicate")
+    # Acknowledged (the event file is written) but the map keeps its column until it is built.
+    assert s.tags().ids("duplicate").tolist() == [5, 6, 7]
+    assert s.tags_version == before
+    assert not s.poll_tags()  # that version's build is already under way: not asked twice
+    doc.ticks.get(timeout=60)()  # the build's answer, run as the event loop would
+    assert s.tags_version == s.tags().version
+    codes, names = s.store.categorical["tag"]
+    assert names[codes[s.store.row_of(np.array([6]))[0]]] == "duplicate"
+    assert built and all(name.startswith("embviz-task") for name in built), built

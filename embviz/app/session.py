@@ -135,12 +135,15 @@ class Session(TagActions, SeriesActions):
         """``{embedding: {label: projection}}`` of the dataset's ``dims``-D maps."""
         return self._groups if dims == 2 else self._groups3
 
-    def store_for(self, projection: str, dims: int = 2):
-        """The shared point store of ``projection`` with this session's tag column added."""
+    def base_store(self, projection: str, dims: int = 2):
+        """The shared point store of ``projection`` as read from the dataset (no tag column)."""
         from embviz.render.store import load_store
 
-        base = load_store(self._ds, projection, dims=dims)
-        return tag_column(base, self.tags(), self.tags_version)
+        return load_store(self._ds, projection, dims=dims)
+
+    def store_for(self, projection: str, dims: int = 2):
+        """The shared point store of ``projection`` with this session's tag column added."""
+        return tag_column(self.base_store(projection, dims), self.tags(), self.tags_version)
 
     @property
     def store(self):

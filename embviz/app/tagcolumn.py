@@ -26,6 +26,7 @@ _KEEP = 8
 _TAG_STORES: dict[str, Any] = {}
 _TAGGED: OrderedDict[tuple[int, str], Any] = OrderedDict()
 _LOCK = threading.Lock()
+_BUILDING = threading.Lock()  # one tag column built at a time (the others wait, then hit)
 
 
 def tag_store(root):
@@ -46,24 +47,45 @@ def tag_column(store, tags, version: str):
 
     A point carrying several tags shows the first in display order (``exclude`` before
     ``review`` ...). Returns ``store`` itself when no sample is tagged or the tags cannot be
-    read, so untagged datasets pay nothing.
+    read, so untagged datasets pay nothing. Built once per (store, version) in the process:
+    callers asking at once wait for the one build (sessions warm it on the task pool, see
+    :meth:`embviz.app.session_tags.TagActions.poll_tags`).
     """
     if not version or TAG_COLUMN in store.categorical:
         return store
     key = (id(store), version)
+    hit = _cached(key)
+    if hit is not None:
+        return hit
+    with _BUILDING:
+        hit = _cached(key)  # built by another caller while this one waited
+        if hit is not None:
+            return hit
+        try:
+            live = tags.current()
+        except Exception:  # a tag folder being rewritten: show the map without the column
+            return store
+        tagged = _build(store, live) if len(live) else store
+        with _LOCK:
+            # Keep the base alive with its copy: ``id(store)`` must not be reused while cached.
+            # (Nothing tagged at this version is remembered too: asking again costs nothing.)
+            _TAGGED[key] = (store, tagged)
+            while len(_TAGGED) > _KEEP:
+                _TAGGED.popitem(last=False)
+    return tagged
+
+
+def _cached(key):
     with _LOCK:
         hit = _TAGGED.get(key)
-        if hit is not None:
-            _TAGGED.move_to_end(key)
-            return hit[1]
-    try:
-        live = tags.current()
-    except Exception:  # a tag folder being rewritten: show the map without the column
-        return store
-    if not len(live):
-        with _LOCK:  # nothing tagged at this version: remembered, so asking again costs nothing
-            _TAGGED[key] = (store, store)
-        return store
+        if hit is None:
+            return None
+        _TAGGED.move_to_end(key)
+        return hit[1]
+
+
+def _build(store, live):
+    """``store`` with the tag column of the live tags ``live`` (at least one row)."""
     import pandas as pd
 
     from embviz.tags import tag_order
@@ -79,12 +101,6 @@ def tag_column(store, tags, version: str):
     dtype = np.int8 if len(names) < 127 else np.int16
     codes = np.full(store.n, len(names), dtype=dtype)
     codes[rows[ok]] = first["r"].to_numpy()[ok].astype(dtype)
-    tagged = replace(
+    return replace(
         store, categorical={**store.categorical, TAG_COLUMN: (codes, [*names, UNTAGGED])}
     )
-    with _LOCK:
-        # Keep the base alive with its copy: ``id(store)`` must not be reused while cached.
-        _TAGGED[key] = (store, tagged)
-        while len(_TAGGED) > _KEEP:
-            _TAGGED.popitem(last=False)
-    return tagged
