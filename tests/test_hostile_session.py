@@ -338,3 +338,32 @@ def test_the_server_handles_websockets_with_the_throttled_handler():
     assert routes.ROUTES  # what `panel serve --plugins embviz.app.routes` reads as it starts
     handler = dict(per_app_patterns)[r"/ws"]
     assert handler.__name__ == "ThrottledWSHandler"
+
+
+def test_a_socket_whose_messages_take_the_loop_waits_for_its_share():
+    """Messages are paced by the event-loop time their handling took: past the burst, the
+    next waits until the socket's share has paid for what it used."""
+    import asyncio
+
+    from embviz.app.throttle import TokenBucket, paced
+
+    fragments = TokenBucket(rate=1000.0, burst=1000.0)  # the fragment rate never binds here
+    loop_time = TokenBucket(rate=0.5, burst=0.3)
+    started: list[float] = []
+
+    async def heavy():  # a message that holds the loop for 0.2 s (a 100,000-vertex lasso)
+        started.append(time.monotonic())
+        end = time.perf_counter() + 0.2
+        while time.perf_counter() < end:
+            pass
+
+    async def scenario():
+        for _ in range(5):
+            await paced(fragments, loop_time, heavy)
+
+    asyncio.run(scenario())
+    gaps = np.diff(started)
+    # The burst (0.3 s, plus 0.1 s earned while each ran) covers the first three at once ...
+    assert (gaps[:2] < 0.3).all(), gaps
+    # ... then each 0.2 s of handling must be earned at 0.5 s a second: 0.4 s from start to start
+    assert (gaps[2:] >= 0.38).all(), gaps

@@ -6,6 +6,13 @@ own socket (and in the sender), while every other session's events and frames go
 connection gets a token bucket of :data:`RATE` fragments a second (a Bokeh message is three or
 more fragments) with :data:`BURST` to spare: a page's load sends a burst of size updates, a
 person panning sends 10-30 events a second, a hostile page thousands.
+
+Fragments are not all alike (a range update costs ~1 ms of the event loop, a 100,000-vertex
+lasso ~200 ms), so each connection also has a budget of event-loop time: handling its messages
+(reading, applying, answering) may take :data:`LOOP_SHARE` of every second, with
+:data:`LOOP_BURST` seconds to spare; past it, its next message waits until the time is earned
+back. A person panning uses ~0.02 s a second; a page sending as fast as the server answers
+would otherwise take the loop from everyone else.
 """
 
 from __future__ import annotations
@@ -13,12 +20,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-__all__ = ["BURST", "RATE", "TokenBucket", "install"]
+__all__ = ["BURST", "LOOP_BURST", "LOOP_SHARE", "RATE", "TokenBucket", "install", "paced"]
 
 #: Fragments a second one websocket may send, sustained.
 RATE = 300.0
 #: Fragments a websocket may send at once before the rate applies.
 BURST = 300.0
+#: Seconds of event-loop time one websocket's messages may take per second, sustained.
+LOOP_SHARE = 0.1
+#: Seconds of event-loop time a websocket may take at once before its share applies.
+LOOP_BURST = 1.0
 
 
 class TokenBucket:
@@ -30,30 +41,49 @@ class TokenBucket:
         self.tokens = burst
         self.at = time.monotonic()
 
-    def take(self) -> float:
-        """Take one token; the seconds to wait before the message it pays for is handled."""
+    def take(self, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens; the seconds to wait before what they pay for is handled (the
+        bucket may go into debt: a cost known only afterwards is taken then, with ``wait``
+        answering for the next)."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        self.tokens -= 1.0
+        self.tokens -= cost
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def wait(self) -> float:
+        """The seconds until the bucket is out of debt (0 when it is not in debt)."""
+        return self.take(0.0)
+
+
+async def paced(fragments: TokenBucket, loop_time: TokenBucket, handle) -> None:
+    """Await ``handle()`` once ``fragments`` has a token and ``loop_time`` is out of debt, then
+    charge ``loop_time`` with the seconds the handling took."""
+    wait = max(fragments.take(), loop_time.wait())
+    if wait > 0:
+        await asyncio.sleep(wait)
+    started = time.perf_counter()
+    try:
+        await handle()
+    finally:
+        loop_time.take(time.perf_counter() - started)
 
 
 def _handler_class():
     from panel.io.server import WSHandler
 
     class ThrottledWSHandler(WSHandler):
-        """Panel's websocket handler, handling at most :data:`RATE` fragments a second."""
+        """Panel's websocket handler, handling at most :data:`RATE` fragments a second and
+        :data:`LOOP_SHARE` seconds of event-loop time a second."""
 
         def open(self, *args, **kwargs):
             self.bucket = TokenBucket()
+            self.loop_time = TokenBucket(rate=LOOP_SHARE, burst=LOOP_BURST)
             return super().open(*args, **kwargs)
 
         async def on_message(self, fragment):
-            wait = self.bucket.take()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await super().on_message(fragment)
+            handle = super().on_message
+            await paced(self.bucket, self.loop_time, lambda: handle(fragment))
 
     return ThrottledWSHandler
 
