@@ -206,3 +206,39 @@ def test_refusals_are_single_lines_at_a_bounded_rate_and_our_errors_stay_whole(c
     errors = [r for r in lines if r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info  # our own error keeps its traceback
     assert guard._window[2] == 4 * guard.REFUSALS_PER_MINUTE
+
+
+def test_a_write_to_a_closed_page_is_one_info_line_not_an_error(caplog):
+    """Panel drops a closed page's pending writes without reading their errors; asyncio then
+    reports each as "Task exception was never retrieved" with a traceback. That is a page
+    leaving: one INFO line. Other task errors keep their traceback."""
+    import asyncio
+    import gc
+    import logging
+
+    from tornado.websocket import WebSocketClosedError
+
+    from embviz.app import guard
+
+    quiet = guard.quiet_closed_pages()
+
+    async def fails(exc):
+        raise exc
+
+    async def leave_unread():
+        for exc in (WebSocketClosedError(), RuntimeError("ours")):
+            task = asyncio.ensure_future(fails(exc))
+            await asyncio.sleep(0.01)
+            del task  # never awaited: asyncio logs it when the task is collected
+            gc.collect()
+
+    try:
+        with caplog.at_level(logging.INFO, logger="asyncio"):
+            asyncio.run(leave_unread())
+    finally:
+        logging.getLogger("asyncio").removeFilter(quiet)
+    records = [r for r in caplog.records if r.name == "asyncio"]
+    closed = [r for r in records if "was dropped" in r.getMessage()]
+    assert len(closed) == 1 and closed[0].levelno == logging.INFO and not closed[0].exc_info
+    errors = [r for r in records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "RuntimeError" in str(errors[0].exc_info)

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 
-__all__ = ["REFUSALS_PER_MINUTE", "install", "is_refusal", "on_exception"]
+__all__ = ["REFUSALS_PER_MINUTE", "install", "is_refusal", "on_exception", "quiet_closed_pages"]
 
 #: Refusal lines logged a minute, per process; those past it are counted, not written.
 REFUSALS_PER_MINUTE = 20
@@ -78,6 +78,24 @@ class _QuietRefusals(logging.Filter):
         return False
 
 
+class _ClosedPages(logging.Filter):
+    """asyncio's "Task exception was never retrieved" for a write to a page that had closed
+    (Panel drops its pending writes with the closed session's document without reading their
+    errors): a page leaving, not a server error, so one INFO line like Bokeh's own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if type(exc).__name__ in ("WebSocketClosedError", "StreamClosedError"):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a write to a page that had closed was dropped (%s)",
+                (type(exc).__name__,),
+                None,
+                None,
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def install() -> None:
     """Log refusals as single lines (idempotent; a handler the user set is kept)."""
     import panel as pn
@@ -88,3 +106,16 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _QuietRefusals) for f in logger.filters):
             logger.addFilter(_QuietRefusals())
+    quiet_closed_pages()
+
+
+def quiet_closed_pages() -> logging.Filter:
+    """Log asyncio's reports of writes to closed pages as one INFO line (idempotent); returns
+    the filter (on the ``asyncio`` logger)."""
+    logger = logging.getLogger("asyncio")
+    found = [f for f in logger.filters if isinstance(f, _ClosedPages)]
+    if found:
+        return found[0]
+    f = _ClosedPages()
+    logger.addFilter(f)
+    return f
