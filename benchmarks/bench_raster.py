@@ -179,7 +179,7 @@ def _keep_pyramid(root: Path, store) -> None:
     from embviz.render.pyramid import build_pyramid
 
     where = cache_dir(open_dataset(root), "synth.2d")
-    build_pyramid(store, where / "pyramid", "label", key=str(where))
+    build_pyramid(store, where / "pyramid", "label", key=where.name)
 
 
 def _plotly_bytes(store) -> int:

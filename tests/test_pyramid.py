@@ -284,3 +284,25 @@ assert r.answered_by == "local" and "datashader" in sys.modules  # the rows' pat
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_kept_pyramid_belongs_to_the_data_not_to_the_path_it_was_opened_by(
+    demo_dataset, monkeypatch
+):
+    """``embviz serve data/x`` and ``embviz serve /abs/data/x`` find the same pyramids (a
+    relative path made them stale: the first frame of a 50M map then waited for a rebuild)."""
+    from pathlib import Path
+
+    from embviz.dataset import open_dataset
+    from embviz.render.pyramid import _ATTACHED
+    from embviz.render.store import clear_stores, load_store
+
+    root = Path(demo_dataset).resolve()
+    projection = open_dataset(root).projections[0]
+    clear_stores()
+    absolute = _ATTACHED[load_store(root, projection)].key
+    clear_stores()
+    monkeypatch.chdir(root.parent)
+    relative = _ATTACHED[load_store(Path(root.name), projection)].key
+    clear_stores()
+    assert absolute == relative

@@ -329,8 +329,9 @@ def attach(store: PointStore, where: Path, *, key: str | None = None) -> Pyramid
     in the background on first need; all renderers of the store share one source.
 
     ``key`` identifies the data (default ``store.key``): :func:`~embviz.render.store.load_store`
-    passes the explorer cache folder, the same for the store it joins from the tables and the
-    one it maps from that cache on the next start.
+    passes the explorer cache folder's name (its tag names the data's versions), the same for
+    the store it joins from the tables and the one it maps from that cache on the next start,
+    whichever path the dataset was opened by.
     """
     source = PyramidSource(store, Path(where) / "pyramid", key=key)
     _ATTACHED[store] = source

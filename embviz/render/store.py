@@ -365,7 +365,9 @@ def load_store(ds, projection: str, *, dims: int = 2) -> PointStore:
             if dims == 2:  # wide views of big maps: counts cached beside the columns
                 from .pyramid import attach
 
-                attach(store, where, key=str(where))
+                # Keyed by the cache folder's name (its tag names the data's versions): the
+                # same for ``serve data/x`` and ``serve /abs/data/x``, and for a moved dataset.
+                attach(store, where, key=where.name)
             _STORES[key] = store
     return store
 
