@@ -153,3 +153,27 @@ def test_the_side_column_builds_curation_and_sample_panels_only_when_used(demo_d
     assert len(tabs[1].objects) == 1
     ex.session.detail = int(ex.session.store.ids[0])
     assert "samples" in made()
+
+
+def test_the_warm_up_counts_the_filters_so_a_side_column_counts_nothing(
+    demo_dataset, monkeypatch
+):
+    """Filter counts and histograms of a big map took 1-2 s of the event loop when the first
+    page's side column was built; :func:`embviz.app.filters.summarize` (the warm-up, a tag
+    write's build) computes them beforehand, once per column."""
+    from embviz.app import filters
+    from embviz.render.store import clear_stores
+
+    clear_stores()  # columns of their own: no summary kept from other tests
+    ex = Explorer(demo_dataset)
+    filters.summarize(ex.session.store)
+    computed = []
+    counts, histogram = filters.category_counts, filters._range_and_histogram
+    monkeypatch.setattr(filters, "category_counts", lambda *a: computed.append(1) or counts(*a))
+    monkeypatch.setattr(
+        filters, "_range_and_histogram", lambda *a: computed.append(1) or histogram(*a)
+    )
+    side, _below, fill = ex.deferred()
+    fill()
+    assert ex.filters.widgets and not computed
+    clear_stores()

@@ -13,7 +13,7 @@ import panel as pn
 from .session import NOT_COLOURS, Session
 from .widgets.markup import Markup
 
-__all__ = ["FilterPanel", "category_counts", "histogram_svg"]
+__all__ = ["FilterPanel", "category_counts", "histogram_svg", "summarize"]
 
 #: Categorical columns with more values than this get no filter widget (they still colour).
 MAX_CHOICES = 200
@@ -91,6 +91,19 @@ def histogram_svg(values: np.ndarray, lo: float, hi: float, *, width: int = 260)
         f'<svg class="embviz-histogram" width="{width}" height="28" '
         f'style="fill:#8aa4c8;display:block">{rects}</svg>'
     )
+
+
+def summarize(store) -> None:
+    """Compute the filter summaries of ``store``'s columns now (each once per process), so the
+    filter panels of its sessions find them: call off the event loop (the warm-up, a tag
+    write's build). At 50M points they take ~1-2 s, which the first page's side column spent
+    on the event loop, its own first frame waiting behind it."""
+    for codes, names in store.categorical.values():
+        if len(names) <= MAX_CHOICES:
+            _options(codes, names)
+    for name, values in store.numeric.items():
+        if name not in NOT_COLOURS:
+            _summary(values, _range_and_histogram)
 
 
 def _options(codes: np.ndarray, names: list[str]) -> dict[str, str]:

@@ -58,10 +58,13 @@ class TagActions:
             wanted.append((self.projection3d, 3))
 
         def build():
+            from .filters import summarize
             from .tagcolumn import tag_column
 
             for projection, dims in wanted:
-                tag_column(self.base_store(projection, dims), self.tags(), version)
+                tagged = tag_column(self.base_store(projection, dims), self.tags(), version)
+                if dims == 2:
+                    summarize(tagged)  # the tag filter's new counts
 
         def show(_result=None):
             if self._tags_coming == version:

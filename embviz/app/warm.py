@@ -121,6 +121,7 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
     def first_page() -> None:
         # The frame a new page opens on (default map, colouring and size), rendered once into
         # the frames every session shares: each page then goes out with its first frame.
+        from .filters import summarize
         from .map_result import DEFAULT_SIZE
         from .session import Session
 
@@ -129,6 +130,7 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
         Renderer(s.store, shared_frames=True).render(
             s.store.extent, *DEFAULT_SIZE, mode=mode, color_by=color_by, style=style
         )
+        summarize(s.store)  # the side column's filters: counted here, not on the event loop
 
     def everything() -> None:
         bound_dask()
