@@ -155,9 +155,7 @@ def test_the_side_column_builds_curation_and_sample_panels_only_when_used(demo_d
     assert "samples" in made()
 
 
-def test_the_warm_up_counts_the_filters_so_a_side_column_counts_nothing(
-    demo_dataset, monkeypatch
-):
+def test_the_warm_up_counts_the_filters_so_a_side_column_counts_nothing(demo_dataset, monkeypatch):
     """Filter counts and histograms of a big map took 1-2 s of the event loop when the first
     page's side column was built; :func:`embviz.app.filters.summarize` (the warm-up, a tag
     write's build) computes them beforehand, once per column."""
