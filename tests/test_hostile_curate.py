@@ -234,7 +234,7 @@ def test_a_write_to_a_closed_page_is_one_info_line_not_an_error(caplog):
 
     try:
         with caplog.at_level(logging.INFO, logger="asyncio"):
-            asyncio.run(leave_unread())
+            run_sync(leave_unread())  # (a loop of its own: the suite's may run one)
     finally:
         logging.getLogger("asyncio").removeFilter(quiet)
     records = [r for r in caplog.records if r.name == "asyncio"]

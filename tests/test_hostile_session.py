@@ -343,7 +343,6 @@ def test_the_server_handles_websockets_with_the_throttled_handler():
 def test_a_socket_whose_messages_take_the_loop_waits_for_its_share():
     """Messages are paced by the event-loop time their handling took: past the burst, the
     next waits until the socket's share has paid for what it used."""
-    import asyncio
 
     from embviz.app.throttle import TokenBucket, paced
 
@@ -361,7 +360,7 @@ def test_a_socket_whose_messages_take_the_loop_waits_for_its_share():
         for _ in range(5):
             await paced(fragments, loop_time, heavy)
 
-    asyncio.run(scenario())
+    run_sync(scenario())  # (a loop of its own: the suite's thread may run one already)
     gaps = np.diff(started)
     # The burst (0.3 s, plus 0.1 s earned while each ran) covers the first three at once ...
     assert (gaps[:2] < 0.3).all(), gaps

@@ -9,7 +9,8 @@ person panning sends 10-30 events a second, a hostile page thousands.
 
 Fragments are not all alike (a range update costs ~1 ms of the event loop, a 100,000-vertex
 lasso ~200 ms), so each connection also has a budget of event-loop time: handling its messages
-(reading, applying, answering) may take :data:`LOOP_SHARE` of every second, with
+(reading, applying, answering: the CPU time of the loop's thread) may take :data:`LOOP_SHARE`
+of every second, with
 :data:`LOOP_BURST` seconds to spare; past it, its next message waits until the time is earned
 back. A person panning uses ~0.02 s a second; a page sending as fast as the server answers
 would otherwise take the loop from everyone else.
@@ -58,15 +59,20 @@ class TokenBucket:
 
 async def paced(fragments: TokenBucket, loop_time: TokenBucket, handle) -> None:
     """Await ``handle()`` once ``fragments`` has a token and ``loop_time`` is out of debt, then
-    charge ``loop_time`` with the seconds the handling took."""
+    charge ``loop_time`` with the CPU seconds the event loop's thread spent meanwhile.
+
+    CPU time, not wall time: on a loaded server a message waits for the interpreter lock and
+    the cores, and charging that wait would throttle every page when the server is busy (a
+    person's 20 events a second would read as a flood).
+    """
     wait = max(fragments.take(), loop_time.wait())
     if wait > 0:
         await asyncio.sleep(wait)
-    started = time.perf_counter()
+    started = time.thread_time()
     try:
         await handle()
     finally:
-        loop_time.take(time.perf_counter() - started)
+        loop_time.take(time.thread_time() - started)
 
 
 def _handler_class():
