@@ -137,11 +137,11 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
         if projections:
             try:  # first: from the pyramid when one is kept (no Datashader compilation)
                 first_page()
-            except Exception:  # an optimisation: the session renders it itself
+                frames(projections[0], first_only=True)
+            except Exception:  # an optimisation: the session renders it (and says what is wrong)
                 import logging
 
                 logging.getLogger(__name__).exception("first frame of %s failed", dataset)
-            frames(projections[0], first_only=True)
         if background:  # (a process that forks freezes once all is loaded: see preload)
             freeze_startup()
         rest()
