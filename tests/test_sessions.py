@@ -73,13 +73,7 @@ def test_sessions_closing_together_share_one_collection(monkeypatch):
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.95
 
 
-@pytest.mark.parametrize(
-    "warm",
-    [
-        "preload([sys.argv[1]])",  # before a multi-process server forks
-        "warm_up(sys.argv[1])\nwhile not gc.get_freeze_count(): time.sleep(0.05)",  # beside it
-    ],
-)
+@pytest.mark.parametrize("warm", ["preload([sys.argv[1]])"])  # before a server forks
 def test_a_warmed_server_process_leaves_its_startup_out_of_collections(demo_dataset, warm):
     """After the warm-up, a full collection walks only what sessions made, not the ~500K
     objects of the libraries and maps (0.2-0.4 s of event loop per collection before)."""

@@ -142,8 +142,8 @@ def warm_up(dataset: str | Path, *, background: bool = True) -> None:
                 import logging
 
                 logging.getLogger(__name__).exception("first frame of %s failed", dataset)
-        if background:  # (a process that forks freezes once all is loaded: see preload)
-            freeze_startup()
+        # Not frozen here (only before a fork, in preload): with the freeze in this thread the
+        # 3D-motion browser test failed 2 runs in 5, 0 in 4 without; cause not found yet.
         rest()
 
     if background:
